@@ -1,0 +1,3 @@
+-- The single settings row, with the defaults of SPEC 2.
+
+insert into prebuilds.settings (singleton) values (true);

@@ -1,0 +1,37 @@
+-- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
+-- deleted, which removes it from the live prebuilds. Used by the simulated provisioner and tests.
+
+create function prebuilds.complete_job(p_job_id uuid, p_error text default null)
+returns bool
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_status text;
+    v_workspace_id uuid;
+    v_transition text;
+begin
+    update prebuilds.provisioner_jobs as j
+    set completed_at = now(), error = nullif(p_error, '')
+    where j.id = p_job_id and j.completed_at is null and j.started_at is not null
+    returning j.status into v_status;
+    if not found then
+        if not exists (select from prebuilds.provisioner_jobs as j where j.id = p_job_id) then
+            raise exception 'complete_job: no provisioner job with id %', p_job_id
+                using errcode = 'no_data_found';
+        end if;
+        return false;  -- already completed, or never started
+    end if;
+
+    select b.workspace_id, b.transition into v_workspace_id, v_transition
+    from prebuilds.workspace_builds as b
+    where b.job_id = p_job_id;
+    if v_status = 'succeeded' and v_transition = 'delete' then
+        update prebuilds.workspaces set deleted = true where id = v_workspace_id;
+    end if;
+    return true;
+end;
+$$;
+
+comment on function prebuilds.complete_job(uuid, text) is
+'Completes a started job, failed when p_error is given; a successful delete marks the workspace deleted. False when the job was already completed or never started.';

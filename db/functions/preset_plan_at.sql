@@ -1,0 +1,368 @@
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per preset.
+-- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
+-- the live prebuilds exactly once, through this function; nothing else computes a rule.
+--
+-- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
+-- each joined by primary key to its latest build and job; active presets come from the live
+-- templates through presets' (template_version_id, name) key. Old presets and build history are
+-- never scanned.
+
+create function prebuilds.preset_plan_at(p_now timestamptz)
+returns table (
+    preset_id uuid,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    is_active bool,
+    desired int,
+    actual int,
+    eligible int,
+    expired int,
+    extraneous int,
+    starting int,
+    stopping int,
+    deleting int,
+    pending_cancelable int,
+    failures int,
+    backoff_until timestamptz,
+    hard_limited bool,
+    blocked_reason text,
+    creates_wanted int,
+    creates int,
+    creates_reason text,
+    backoff_reason text,
+    work prebuilds.planned_work []
+)
+language sql
+stable
+-- JIT compilation of this plan costs far more than running it (SPEC 3).
+set jit = off
+rows 200
+begin atomic
+    with
+    cfg as (
+        select
+            s.reconciliation_paused as paused,
+            s.backoff_interval,
+            s.backoff_lookback,
+            s.failure_hard_limit,
+            s.max_pending_creates
+        from prebuilds.settings as s
+    ),
+
+    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    live as materialized (
+        select
+            w.id as workspace_id,
+            w.created_at,
+            w.current_preset_id as preset_id,
+            b.build_number,
+            b.transition,
+            b.created_at as build_created_at,
+            b.job_id,
+            j.status as job_status,
+            b.initiator_id = prebuilds.system_user_id() as by_system,
+            b.initiator_id = prebuilds.system_user_id()
+            and j.status in ('pending', 'running') as in_flight
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+    ),
+
+    -- Presets of active template versions that have a pool (SPEC 4.1, first half).
+    pooled as (
+        select p.id as preset_id
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        where
+            not t.deleted
+            and not t.deprecated
+            and (
+                p.desired_instances is not null
+                or exists (
+                    select from prebuilds.preset_schedules as ps
+                    where ps.preset_id = p.id
+                )
+            )
+        union
+        -- Presets holding live prebuilds; the filter below keeps those with cleanup to do.
+        select distinct l.preset_id
+        from live as l
+        where l.preset_id is not null
+    ),
+
+    candidate as (
+        select
+            p.id as preset_id,
+            o.name as organization_name,
+            t.name as template_name,
+            v.name as template_version_name,
+            p.name as preset_name,
+            p.ttl_seconds,
+            p.last_invalidated_at,
+            p.failures_reset_at,
+            act.is_active,
+            act.is_active and (
+                p.desired_instances is not null
+                or exists (
+                    select from prebuilds.preset_schedules as ps
+                    where ps.preset_id = p.id
+                )
+            ) as has_pool,
+            case when act.is_active then coalesce(p.desired_instances, 0) else 0 end as desired,
+            case
+                when t.deleted then 'template ' || t.name || ' deleted'
+                when t.deprecated then 'template ' || t.name || ' deprecated'
+                when av.id is null then 'template ' || t.name || ' has no active version'
+                else 'outdated version ' || v.name || ' (active: ' || av.name || ')'
+            end as inactive_reason
+        from pooled
+        inner join prebuilds.presets as p on pooled.preset_id = p.id
+        inner join prebuilds.template_versions as v on p.template_version_id = v.id
+        inner join prebuilds.templates as t on v.template_id = t.id
+        inner join prebuilds.organizations as o on t.organization_id = o.id
+        left join prebuilds.template_versions as av on t.active_version_id = av.id
+        cross join lateral (
+            select
+                coalesce(
+                    t.active_version_id = p.template_version_id
+                    and not t.deleted
+                    and not t.deprecated,
+                    false
+                ) as is_active
+        ) as act
+    ),
+
+    -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
+    classified as (
+        select
+            l.*,
+            c.is_active,
+            c.desired,
+            l.transition = 'start' and l.job_status = 'succeeded' as running,
+            l.transition = 'start' and l.job_status = 'succeeded'
+            and prebuilds.is_expired(
+                l.created_at, c.ttl_seconds, c.last_invalidated_at, p_now
+            ) as expired,
+            l.build_number = 1 and l.transition = 'start' and l.by_system
+            and l.job_status = 'pending' as queued_initial,
+            -- Failure history: latest builds that are starts, since the last reset.
+            l.transition = 'start'
+            and (c.failures_reset_at is null or l.build_created_at >= c.failures_reset_at)
+            as in_history
+        from live as l
+        inner join candidate as c on l.preset_id = c.preset_id
+    ),
+
+    ranked as (
+        select
+            cl.*,
+            cl.running and not cl.expired and cl.is_active
+            and prebuilds.agents_ready(cl.job_id) as eligible,
+            cl.job_status = 'failed'
+            and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
+            -- Oldest first among the unexpired running prebuilds: surplus deletion order.
+            row_number() over (
+                partition by cl.preset_id, cl.running and not cl.expired
+                order by cl.created_at, cl.workspace_id
+            ) as age_rank,
+            -- Most recent first among the failure history: backoff and hard-limit windows.
+            row_number() over (
+                partition by cl.preset_id, cl.in_history
+                order by cl.build_created_at desc, cl.workspace_id
+            ) as history_rank
+        from classified as cl
+        cross join cfg
+    ),
+
+    tally as (
+        select
+            r.preset_id,
+            count(*) filter (where r.running) as actual,
+            count(*) filter (where r.expired) as expired,
+            count(*) filter (where r.eligible) as eligible,
+            count(*) filter (where r.in_flight and r.transition = 'start') as starting,
+            count(*) filter (where r.in_flight and r.transition = 'stop') as stopping,
+            count(*) filter (where r.in_flight and r.transition = 'delete') as deleting,
+            count(*) filter (where r.queued_initial and not r.is_active) as pending_cancelable,
+            count(*) filter (where r.in_history and r.recent_failure) as failures,
+            max(r.build_created_at) filter (
+                where r.in_history and r.recent_failure
+            ) as last_failure_at,
+            -- Backoff looks at the `desired` most recent builds only (SPEC 4.2).
+            bool_or(
+                r.in_history and r.recent_failure and r.history_rank <= r.desired
+            ) as failed_recently,
+            count(*) filter (
+                where r.in_history and r.job_status = 'failed'
+                and r.history_rank <= cfg.failure_hard_limit
+            ) as hard_limit_failures
+        from ranked as r
+        cross join cfg
+        group by r.preset_id
+    ),
+
+    state as (
+        select
+            c.*,
+            coalesce(tl.actual, 0)::int as actual,
+            coalesce(tl.expired, 0)::int as expired,
+            coalesce(tl.eligible, 0)::int as eligible,
+            coalesce(tl.starting, 0)::int as starting,
+            coalesce(tl.stopping, 0)::int as stopping,
+            coalesce(tl.deleting, 0)::int as deleting,
+            coalesce(tl.pending_cancelable, 0)::int as pending_cancelable,
+            coalesce(tl.failures, 0)::int as failures,
+            c.is_active
+            and cfg.failure_hard_limit > 0
+            and coalesce(tl.hard_limit_failures, 0) = cfg.failure_hard_limit as hard_limited,
+            case
+                when
+                    c.is_active and tl.failed_recently
+                    and tl.last_failure_at + tl.failures * cfg.backoff_interval > p_now
+                    then tl.last_failure_at + tl.failures * cfg.backoff_interval
+            end as backoff_until,
+            cfg.paused
+        from candidate as c
+        cross join cfg
+        left join tally as tl on c.preset_id = tl.preset_id
+        -- SPEC 4.1: a pool on an active version, or something left to clean up.
+        where c.has_pool or tl.actual > 0 or tl.pending_cancelable > 0
+    ),
+
+    wanted as (
+        select
+            st.*,
+            case
+                when st.is_active then greatest(st.actual - st.expired - st.desired, 0)
+                else 0
+            end as extraneous,
+            case
+                when st.is_active
+                    then greatest(st.desired - (st.actual - st.expired) - st.starting, 0)
+                else 0
+            end as creates_wanted
+        from state as st
+    ),
+
+    -- Creates interleaved across presets (every preset's first, then every preset's second, …)
+    -- so that a deployment-wide cap never starves a preset.
+    create_slots as (
+        select
+            wn.preset_id,
+            row_number() over (
+                order by
+                    slot.n, wn.organization_name, wn.template_name, wn.template_version_name,
+                    wn.preset_name, wn.preset_id
+            ) as global_rank
+        from wanted as wn
+        cross join lateral generate_series(1, wn.creates_wanted) as slot (n)
+        where not wn.paused and not wn.hard_limited and wn.backoff_until is null
+    ),
+
+    -- How many more prebuild start jobs may be queued; null when there is no cap.
+    create_budget as (
+        select
+            cfg.max_pending_creates - (
+                select count(*)
+                from live as l
+                where l.in_flight and l.transition = 'start'
+            ) as budget
+        from cfg
+    ),
+
+    allowed as (
+        select
+            cs.preset_id,
+            count(*) filter (
+                where cb.budget is null or cs.global_rank <= cb.budget
+            )::int as creates
+        from create_slots as cs
+        cross join create_budget as cb
+        group by cs.preset_id
+    ),
+
+    work as (
+        select
+            r.preset_id,
+            array_agg(
+                row(
+                    case when r.queued_initial then 'cancel' else 'delete' end,
+                    r.workspace_id,
+                    case
+                        when r.queued_initial
+                            then wn.inactive_reason || ': initial build still queued'
+                        when not wn.is_active then wn.inactive_reason
+                        when r.created_at < wn.last_invalidated_at
+                            then 'expired: created before invalidation at '
+                            || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                        when r.expired
+                            then 'expired: older than ttl ' || wn.ttl_seconds || 's'
+                        else
+                            'surplus: ' || (wn.actual - wn.expired) || ' running, '
+                            || wn.desired || ' desired'
+                    end
+                )::prebuilds.planned_work
+                order by r.queued_initial desc, r.expired desc, r.created_at, r.workspace_id
+            ) as work
+        from ranked as r
+        inner join wanted as wn on r.preset_id = wn.preset_id
+        where
+            not wn.paused
+            and (
+                (not wn.is_active and (r.running or r.queued_initial))
+                or (wn.is_active and r.expired)
+                or (
+                    wn.is_active and r.running and not r.expired
+                    and r.age_rank <= wn.extraneous
+                )
+            )
+        group by r.preset_id
+    )
+
+    select
+        wn.preset_id,
+        wn.organization_name,
+        wn.template_name,
+        wn.template_version_name,
+        wn.preset_name,
+        wn.is_active,
+        wn.desired,
+        wn.actual,
+        wn.eligible,
+        wn.expired,
+        wn.extraneous,
+        wn.starting,
+        wn.stopping,
+        wn.deleting,
+        wn.pending_cancelable,
+        wn.failures,
+        wn.backoff_until,
+        wn.hard_limited,
+        case
+            when wn.paused then 'paused'
+            when wn.creates_wanted = 0 then null
+            when wn.hard_limited then 'hard_limited'
+            when wn.backoff_until is not null then 'backoff'
+            when coalesce(a.creates, 0) < wn.creates_wanted then 'capped'
+        end,
+        wn.creates_wanted,
+        coalesce(a.creates, 0),
+        'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
+        || ' starting, ' || wn.desired || ' desired',
+        case
+            when wn.backoff_until is not null
+                then 'backoff: ' || wn.failures || ' failed build(s) in the last '
+                || (select cfg.backoff_lookback from cfg)::text || ', creates wait until '
+                || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
+        end,
+        coalesce(wk.work, '{}')
+    from wanted as wn
+    left join allowed as a on wn.preset_id = a.preset_id
+    left join work as wk on wn.preset_id = wk.preset_id;
+end;
+
+comment on function prebuilds.preset_plan_at(timestamptz) is
+'Internal: the reconciliation state and planned work of every preset under consideration at p_now. Read it through preset_state_at and reconciliation_actions_at.';

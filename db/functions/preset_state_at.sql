@@ -1,0 +1,60 @@
+-- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
+-- Operators read it through the view preset_state; tests call it with fixed instants.
+
+create function prebuilds.preset_state_at(p_now timestamptz)
+returns table (
+    preset_id uuid,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    is_active bool,
+    desired int,
+    actual int,
+    eligible int,
+    expired int,
+    extraneous int,
+    starting int,
+    stopping int,
+    deleting int,
+    pending_cancelable int,
+    failures int,
+    backoff_until timestamptz,
+    hard_limited bool,
+    blocked_reason text,
+    creates_planned int
+)
+language sql
+stable
+set jit = off
+rows 200
+begin atomic
+    select
+        pp.preset_id,
+        pp.organization_name,
+        pp.template_name,
+        pp.template_version_name,
+        pp.preset_name,
+        pp.is_active,
+        pp.desired,
+        pp.actual,
+        pp.eligible,
+        pp.expired,
+        pp.extraneous,
+        pp.starting,
+        pp.stopping,
+        pp.deleting,
+        pp.pending_cancelable,
+        pp.failures,
+        pp.backoff_until,
+        pp.hard_limited,
+        pp.blocked_reason,
+        pp.creates
+    from prebuilds.preset_plan_at(p_now) as pp
+    order by
+        pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
+        pp.preset_id;
+end;
+
+comment on function prebuilds.preset_state_at(timestamptz) is
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit and why creates are blocked.';

@@ -1,0 +1,100 @@
+-- The plan: every unit of work at p_now, in the order to apply it (SPEC 3, 4.4).
+-- Cancels and deletes first, then creates interleaved across presets, then informational backoff
+-- rows. The driver reads it through the view reconciliation_actions; tests call it directly.
+
+create function prebuilds.reconciliation_actions_at(p_now timestamptz)
+returns table (
+    seq int,
+    preset_id uuid,
+    action text,
+    workspace_id uuid,
+    reason text,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    backoff_until timestamptz
+)
+language sql
+stable
+set jit = off
+rows 100
+begin atomic
+    with
+    plan as materialized (
+        select pp.* from prebuilds.preset_plan_at(p_now) as pp
+    ),
+
+    items as (
+        select
+            1 as phase,
+            w.ordinality as n,
+            pl.preset_id,
+            w.action,
+            w.workspace_id,
+            w.reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null::timestamptz as backoff_until
+        from plan as pl
+        cross join lateral unnest(pl.work) with ordinality as w (action, workspace_id, reason)
+        union all
+        select
+            2,
+            slot.n,
+            pl.preset_id,
+            'create',
+            null,
+            pl.creates_reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null
+        from plan as pl
+        cross join lateral generate_series(1, pl.creates) as slot (n)
+        union all
+        select
+            3,
+            1,
+            pl.preset_id,
+            'backoff',
+            null,
+            pl.backoff_reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            pl.backoff_until
+        from plan as pl
+        where pl.blocked_reason = 'backoff'
+    )
+
+    select
+        (
+            row_number() over (
+                order by
+                    it.phase,
+                    -- Creates are interleaved: every preset's first, then every second, …
+                    case when it.phase = 2 then it.n end,
+                    it.organization_name, it.template_name, it.template_version_name,
+                    it.preset_name, it.preset_id, it.n
+            )
+        )::int as seq,
+        it.preset_id,
+        it.action,
+        it.workspace_id,
+        it.reason,
+        it.organization_name,
+        it.template_name,
+        it.template_version_name,
+        it.preset_name,
+        it.backoff_until
+    from items as it
+    order by seq;
+end;
+
+comment on function prebuilds.reconciliation_actions_at(timestamptz) is
+'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved across presets) and informational backoff rows.';

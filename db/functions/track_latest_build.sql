@@ -1,0 +1,24 @@
+-- Trigger function: keeps workspaces.latest_build_* and current_preset_id in step with the builds,
+-- so readers find a workspace's state in one primary-key lookup instead of scanning its history.
+-- Called by the trigger workspace_builds_track_latest after every build insert.
+
+create function prebuilds.track_latest_build()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    -- The comparison runs on the row version this update locks, so two builds inserted
+    -- concurrently for one workspace still leave the higher number in place.
+    update prebuilds.workspaces as w
+    set latest_build_id = new.id,
+        latest_build_number = new.build_number,
+        current_preset_id = coalesce(new.preset_id, w.current_preset_id)
+    where w.id = new.workspace_id
+      and (w.latest_build_number is null or w.latest_build_number < new.build_number);
+    return null;
+end;
+$$;
+
+comment on function prebuilds.track_latest_build() is
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build.';

@@ -1,0 +1,7 @@
+-- The schema that holds the platform model, the reconciler's views and its write functions.
+-- Everything the project owns lives here; `alembic downgrade base` drops it whole.
+
+create schema prebuilds;
+
+comment on schema prebuilds is
+'Prebuilt workspace pools: platform model, reconciliation views and write functions.';

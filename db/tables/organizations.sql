@@ -1,0 +1,12 @@
+-- Organizations own templates and workspaces.
+-- Written by the platform; read by preset_plan_at for display names.
+
+create table prebuilds.organizations (
+    id uuid primary key default gen_random_uuid(),
+    name text not null unique check (name <> '')
+);
+
+comment on table prebuilds.organizations is
+'Tenants of the platform; templates and workspaces belong to one.';
+comment on column prebuilds.organizations.id is 'Primary key.';
+comment on column prebuilds.organizations.name is 'Unique, human-readable name.';

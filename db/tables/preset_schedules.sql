@@ -1,0 +1,22 @@
+-- Time-of-day pool sizes for a preset (`* HOUR DOM MONTH DOW` in the preset's time zone).
+-- Written by the platform; evaluated by preset_plan_at.
+
+create table prebuilds.preset_schedules (
+    id uuid primary key default gen_random_uuid(),
+    preset_id uuid not null references prebuilds.presets (id) on delete cascade,
+    cron_expression text not null check (cron_expression <> ''),
+    desired_instances int not null check (desired_instances >= 0)
+);
+
+create index preset_schedules_preset_id_idx on prebuilds.preset_schedules (preset_id);
+
+comment on table prebuilds.preset_schedules is
+'Schedules that override a preset''s desired_instances while their cron expression matches.';
+comment on column prebuilds.preset_schedules.id is 'Primary key.';
+comment on column prebuilds.preset_schedules.preset_id is 'The preset whose pool size this sets.';
+comment on column prebuilds.preset_schedules.cron_expression is
+'Cron expression `* HOUR DOM MONTH DOW`, read in the preset''s scheduling_timezone.';
+comment on column prebuilds.preset_schedules.desired_instances is
+'Pool size while the expression matches.';
+comment on index prebuilds.preset_schedules_preset_id_idx is
+'Finds the schedules of one preset.';

@@ -1,0 +1,40 @@
+-- One row per reconciliation cycle that held the lock and applied its plan.
+-- Written by the driver through its write pool; read by operators in psql.
+
+create table prebuilds.reconciliation_runs (
+    id bigint generated always as identity primary key,
+    started_at timestamptz not null default clock_timestamp(),
+    finished_at timestamptz,
+    status text not null default 'running'
+    check (status in ('running', 'succeeded', 'failed')),
+    hostname text not null default '',
+    pid int,
+    actions_planned int not null default 0 check (actions_planned >= 0),
+    actions_applied int not null default 0 check (actions_applied >= 0),
+    actions_skipped int not null default 0 check (actions_skipped >= 0),
+    actions_failed int not null default 0 check (actions_failed >= 0),
+    plan_ms double precision,
+    error text
+);
+
+create index reconciliation_runs_started_at_idx on prebuilds.reconciliation_runs (started_at);
+
+comment on table prebuilds.reconciliation_runs is
+'Reconciliation cycles, one row each; a row left in status running means the driver died mid-cycle.';
+comment on column prebuilds.reconciliation_runs.id is 'Primary key, increasing.';
+comment on column prebuilds.reconciliation_runs.started_at is 'When the cycle started applying.';
+comment on column prebuilds.reconciliation_runs.finished_at is 'When the cycle finished.';
+comment on column prebuilds.reconciliation_runs.status is
+'running, succeeded (every action applied or skipped) or failed (at least one action failed).';
+comment on column prebuilds.reconciliation_runs.hostname is 'Host the driver ran on.';
+comment on column prebuilds.reconciliation_runs.pid is 'Process id of the driver.';
+comment on column prebuilds.reconciliation_runs.actions_planned is
+'Rows read from reconciliation_actions, backoff rows included.';
+comment on column prebuilds.reconciliation_runs.actions_applied is 'Actions whose function did the work.';
+comment on column prebuilds.reconciliation_runs.actions_skipped is
+'Actions whose function found nothing to do any more (null or false), e.g. a prebuild claimed meanwhile.';
+comment on column prebuilds.reconciliation_runs.actions_failed is 'Actions that raised an error.';
+comment on column prebuilds.reconciliation_runs.plan_ms is
+'Milliseconds spent taking the lock and reading the plan.';
+comment on column prebuilds.reconciliation_runs.error is 'Why the cycle failed, when it did.';
+comment on index prebuilds.reconciliation_runs_started_at_idx is 'Recent cycles first; pruning.';

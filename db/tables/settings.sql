@@ -1,0 +1,26 @@
+-- Deployment-wide reconciler settings: exactly one row, created by the migration.
+-- Written by operators (prebuilds pause/resume, or plain update); read by the plan.
+
+create table prebuilds.settings (
+    singleton bool primary key default true check (singleton),
+    reconciliation_paused bool not null default false,
+    backoff_interval interval not null default '1 minute'
+    check (backoff_interval > interval '0'),
+    backoff_lookback interval not null default '1 hour'
+    check (backoff_lookback > interval '0'),
+    failure_hard_limit int not null default 3 check (failure_hard_limit >= 0),
+    max_pending_creates int check (max_pending_creates > 0)
+);
+
+comment on table prebuilds.settings is 'Reconciler settings; a single row.';
+comment on column prebuilds.settings.singleton is 'Always true: keeps the table at one row.';
+comment on column prebuilds.settings.reconciliation_paused is
+'When true the reconciler plans and applies nothing.';
+comment on column prebuilds.settings.backoff_interval is
+'Each recent failure delays the next create of its preset by this much (linear backoff).';
+comment on column prebuilds.settings.backoff_lookback is
+'Failures older than this no longer count for backoff.';
+comment on column prebuilds.settings.failure_hard_limit is
+'A preset whose this-many most recent builds all failed stops creating until resumed; 0 disables.';
+comment on column prebuilds.settings.max_pending_creates is
+'Cap on prebuild start jobs pending or running in the whole deployment; null means no cap.';

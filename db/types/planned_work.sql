@@ -1,0 +1,11 @@
+-- One cancel or delete planned for a preset; preset_plan_at returns them as an ordered array
+-- so that reconciliation_actions_at can unnest them without reading the live prebuilds again.
+
+create type prebuilds.planned_work as (
+    action text,
+    workspace_id uuid,
+    reason text
+);
+
+comment on type prebuilds.planned_work is
+'A planned cancel or delete: action, target workspace and the reason an operator reads.';

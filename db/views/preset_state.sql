@@ -1,0 +1,58 @@
+-- The state of every preset under consideration, now. For operators in psql and `prebuilds status`.
+
+create view prebuilds.preset_state as
+select
+    ps.preset_id,
+    ps.organization_name,
+    ps.template_name,
+    ps.template_version_name,
+    ps.preset_name,
+    ps.is_active,
+    ps.desired,
+    ps.actual,
+    ps.eligible,
+    ps.expired,
+    ps.extraneous,
+    ps.starting,
+    ps.stopping,
+    ps.deleting,
+    ps.pending_cancelable,
+    ps.failures,
+    ps.backoff_until,
+    ps.hard_limited,
+    ps.blocked_reason,
+    ps.creates_planned
+from prebuilds.preset_state_at(now()) as ps;
+
+comment on view prebuilds.preset_state is
+'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
+comment on column prebuilds.preset_state.preset_id is 'The preset.';
+comment on column prebuilds.preset_state.organization_name is 'Organization of the template.';
+comment on column prebuilds.preset_state.template_name is 'Template name.';
+comment on column prebuilds.preset_state.template_version_name is 'Version the preset belongs to.';
+comment on column prebuilds.preset_state.preset_name is 'Preset name.';
+comment on column prebuilds.preset_state.is_active is
+'Version is the template''s active one and the template is neither deleted nor deprecated.';
+comment on column prebuilds.preset_state.desired is 'Pool size wanted now; 0 when inactive.';
+comment on column prebuilds.preset_state.actual is
+'Running prebuilds: latest build a succeeded start, counted in this preset.';
+comment on column prebuilds.preset_state.eligible is
+'Running, unexpired and ready prebuilds: what a claim can take now (active presets only).';
+comment on column prebuilds.preset_state.expired is
+'Running prebuilds past the TTL or created before the last invalidation.';
+comment on column prebuilds.preset_state.extraneous is
+'Unexpired running prebuilds beyond desired; deleted oldest first (active presets only).';
+comment on column prebuilds.preset_state.starting is 'Prebuild start builds pending or running.';
+comment on column prebuilds.preset_state.stopping is 'Prebuild stop builds pending or running.';
+comment on column prebuilds.preset_state.deleting is 'Prebuild delete builds pending or running.';
+comment on column prebuilds.preset_state.pending_cancelable is
+'Queued initial builds of an inactive preset that the next cycle cancels.';
+comment on column prebuilds.preset_state.failures is
+'Failed latest start builds within the backoff lookback (since the last resume).';
+comment on column prebuilds.preset_state.backoff_until is
+'Creates wait until this instant because of recent failures; null when not backing off.';
+comment on column prebuilds.preset_state.hard_limited is
+'The failure_hard_limit most recent builds all failed; creates stop until prebuilds resume-preset.';
+comment on column prebuilds.preset_state.blocked_reason is
+'Why wanted creates are held back: paused, hard_limited, backoff or capped; null otherwise.';
+comment on column prebuilds.preset_state.creates_planned is 'Creates the next cycle will apply.';
