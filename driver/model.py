@@ -1,0 +1,119 @@
+"""Rows the driver reads and the results it reports, as frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+ActionKind = Literal["cancel", "delete", "create", "backoff"]
+OutcomeKind = Literal["applied", "skipped", "failed", "noted"]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """One row of the ``read_plan`` query: the plan's header repeated, plus one action or nulls."""
+
+    paused: bool
+    schema_revision: str | None
+    seq: int | None
+    preset_id: UUID | None
+    action: ActionKind | None
+    workspace_id: UUID | None
+    reason: str | None
+    organization_name: str | None
+    template_name: str | None
+    template_version_name: str | None
+    preset_name: str | None
+    backoff_until: datetime | None
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One row of ``prebuilds.reconciliation_actions``."""
+
+    seq: int
+    preset_id: UUID
+    action: ActionKind
+    workspace_id: UUID | None
+    reason: str
+    organization_name: str
+    template_name: str
+    template_version_name: str
+    preset_name: str
+    backoff_until: datetime | None
+
+    @property
+    def preset_path(self) -> str:
+        return (
+            f"{self.organization_name}/{self.template_name}@{self.template_version_name}"
+            f"/{self.preset_name}"
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    paused: bool
+    schema_revision: str | None
+    actions: tuple[PlannedAction, ...]
+
+    @classmethod
+    def from_rows(cls, rows: list[PlanRow]) -> Plan:
+        if not rows:
+            raise ValueError("read_plan returned no row: prebuilds.settings is empty")
+        actions = tuple(
+            PlannedAction(
+                seq=r.seq,
+                preset_id=r.preset_id,  # type: ignore[arg-type]
+                action=r.action,  # type: ignore[arg-type]
+                workspace_id=r.workspace_id,
+                reason=r.reason or "",
+                organization_name=r.organization_name or "",
+                template_name=r.template_name or "",
+                template_version_name=r.template_version_name or "",
+                preset_name=r.preset_name or "",
+                backoff_until=r.backoff_until,
+            )
+            for r in rows
+            if r.seq is not None
+        )
+        return cls(rows[0].paused, rows[0].schema_revision, actions)
+
+    def count(self, kind: ActionKind) -> int:
+        return sum(1 for a in self.actions if a.action == kind)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: PlannedAction
+    outcome: OutcomeKind
+    workspace_id: UUID | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one reconciliation cycle did."""
+
+    status: Literal["lock_busy", "paused", "done", "dry_run"]
+    plan: Plan | None = None
+    run_id: int | None = None
+    outcomes: tuple[Outcome, ...] = field(default_factory=tuple)
+    plan_seconds: float = 0.0
+    apply_seconds: float = 0.0
+
+    def tally(self, outcome: OutcomeKind, action: ActionKind | None = None) -> int:
+        return sum(
+            1
+            for o in self.outcomes
+            if o.outcome == outcome and (action is None or o.action.action == action)
+        )
+
+    @property
+    def failed(self) -> int:
+        return self.tally("failed")
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
