@@ -20,9 +20,7 @@ url = (
     or os.environ.get("DATABASE_URL")
 )
 if not url:
-    raise SystemExit(
-        "alembic: no database given; set DATABASE_URL or pass -x url=postgresql://…"
-    )
+    raise SystemExit("alembic: no database given; set DATABASE_URL or pass -x url=postgresql://…")
 
 engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
 with engine.connect() as connection:

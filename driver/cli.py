@@ -61,9 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the plan with reasons and apply nothing (takes no lock, writes nothing)",
     )
-    rec.add_argument(
-        "-v", "--verbose", action="store_true", help="print every action's outcome"
-    )
+    rec.add_argument("-v", "--verbose", action="store_true", help="print every action's outcome")
 
     demo = sub.add_parser(
         "demo",
@@ -146,7 +144,10 @@ def dispatch(args: argparse.Namespace) -> int:
 def reconcile(url: str, *, verbose: bool) -> int:
     def report(outcome: Outcome) -> None:
         if verbose or outcome.outcome == "failed":
-            print(format_outcome(outcome), file=sys.stderr if outcome.outcome == "failed" else sys.stdout)
+            print(
+                format_outcome(outcome),
+                file=sys.stderr if outcome.outcome == "failed" else sys.stdout,
+            )
 
     result = run_cycle(url, on_outcome=report)
     print(summary(result))
@@ -161,9 +162,7 @@ def summary(result: CycleResult) -> str:
             f"prebuilds: run {result.run_id}: reconciliation is paused "
             "(prebuilds.settings.reconciliation_paused); nothing done"
         )
-    kinds = ", ".join(
-        f"{result.tally('applied', k)} {k}" for k in ("cancel", "delete", "create")
-    )
+    kinds = ", ".join(f"{result.tally('applied', k)} {k}" for k in ("cancel", "delete", "create"))
     return (
         f"prebuilds: run {result.run_id}: applied {kinds}; "
         f"{result.tally('skipped')} skipped, {result.failed} failed, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
@@ -84,7 +84,7 @@ def converge(url: str, say: Callable[[str], None]) -> int:
             if until is None:
                 say(f"converged after {cycle} cycles")
                 return 0
-            wait = max((until - datetime.now(timezone.utc)).total_seconds(), 0) + 0.1
+            wait = max((until - datetime.now(UTC)).total_seconds(), 0) + 0.1
             say(f"  waiting {wait:.1f}s for backoff to end")
             time.sleep(wait)
     say(f"did not converge within {MAX_CYCLES} cycles")

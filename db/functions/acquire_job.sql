@@ -31,10 +31,17 @@ begin atomic
         returning j.id, j.initiator_id
     )
 
-    select taken.id, b.workspace_id, b.build_number, b.transition, b.preset_id, taken.initiator_id
+    select
+        taken.id,
+        b.workspace_id,
+        b.build_number,
+        b.transition,
+        b.preset_id,
+        taken.initiator_id
     from taken
     inner join prebuilds.workspace_builds as b on taken.id = b.job_id;
 end;
 
 comment on function prebuilds.acquire_job(text) is
-'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns it; no row when the queue is empty.';
+'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns '
+'it; no row when the queue is empty.';

@@ -66,4 +66,6 @@ end;
 $$;
 
 comment on function prebuilds.cancel_prebuild(uuid) is
-'Cancels the still-unpicked initial build of a prebuild whose preset is inactive, records an orphan delete build and marks the workspace deleted; false when a provisioner already took the job or the preset is active again.';
+'Cancels the still-unpicked initial build of a prebuild whose preset is inactive, records an '
+'orphan delete build and marks the workspace deleted; false when a provisioner already took the '
+'job or the preset is active again.';

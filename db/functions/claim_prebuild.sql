@@ -58,4 +58,5 @@ end;
 $$;
 
 comment on function prebuilds.claim_prebuild(uuid, uuid, text) is
-'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues its start build; returns the workspace id, or null when none is eligible.';
+'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues '
+'its start build; returns the workspace id, or null when none is eligible.';

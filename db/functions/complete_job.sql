@@ -34,4 +34,5 @@ end;
 $$;
 
 comment on function prebuilds.complete_job(uuid, text) is
-'Completes a started job, failed when p_error is given; a successful delete marks the workspace deleted. False when the job was already completed or never started.';
+'Completes a started job, failed when p_error is given; a successful delete marks the workspace '
+'deleted. False when the job was already completed or never started.';

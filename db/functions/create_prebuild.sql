@@ -68,4 +68,6 @@ end;
 $$;
 
 comment on function prebuilds.create_prebuild(uuid) is
-'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still short of its desired size; returns the workspace id, or null when there is nothing to do any more.';
+'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still '
+'short of its desired size; returns the workspace id, or null when there is nothing to do any '
+'more.';

@@ -42,4 +42,5 @@ end;
 $$;
 
 comment on function prebuilds.delete_prebuild(uuid) is
-'Queues a delete build for a workspace that is still a running prebuild; returns false (and does nothing) when it was claimed, deleted, is in flight, failed or stopped.';
+'Queues a delete build for a workspace that is still a running prebuild; returns false (and does '
+'nothing) when it was claimed, deleted, is in flight, failed or stopped.';

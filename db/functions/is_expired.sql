@@ -19,4 +19,5 @@ or coalesce(
 );
 
 comment on function prebuilds.is_expired(timestamptz, int, timestamptz, timestamptz) is
-'True when a prebuild created at p_created_at is expired at p_now: created before the last invalidation, or older than ttl_seconds (> 0).';
+'True when a prebuild created at p_created_at is expired at p_now: created before the last '
+'invalidation, or older than ttl_seconds (> 0).';

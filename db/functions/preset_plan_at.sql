@@ -1,4 +1,5 @@
--- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per preset.
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
+-- preset.
 -- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
 -- the live prebuilds exactly once, through this function; nothing else computes a rule.
 --
@@ -365,4 +366,5 @@ begin atomic
 end;
 
 comment on function prebuilds.preset_plan_at(timestamptz) is
-'Internal: the reconciliation state and planned work of every preset under consideration at p_now. Read it through preset_state_at and reconciliation_actions_at.';
+'Internal: the reconciliation state and planned work of every preset under consideration at '
+'p_now. Read it through preset_state_at and reconciliation_actions_at.';

@@ -57,4 +57,5 @@ begin atomic
 end;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
-'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit and why creates are blocked.';
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
+'and why creates are blocked.';

@@ -33,4 +33,5 @@ end;
 $$;
 
 comment on function prebuilds.queue_build(uuid, uuid, uuid, text, uuid) is
-'Internal: appends the next build of a workspace with a pending job and returns the job id. The caller must hold the workspace row lock.';
+'Internal: appends the next build of a workspace with a pending job and returns the job id. The '
+'caller must hold the workspace row lock.';

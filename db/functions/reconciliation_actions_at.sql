@@ -42,27 +42,27 @@ begin atomic
         cross join lateral unnest(pl.work) with ordinality as w (action, workspace_id, reason)
         union all
         select
-            2,
+            2 as phase,
             slot.n,
             pl.preset_id,
-            'create',
-            null,
-            pl.creates_reason,
+            'create' as action,
+            null as workspace_id,
+            pl.creates_reason as reason,
             pl.organization_name,
             pl.template_name,
             pl.template_version_name,
             pl.preset_name,
-            null
+            null as backoff_until
         from plan as pl
         cross join lateral generate_series(1, pl.creates) as slot (n)
         union all
         select
-            3,
-            1,
+            3 as phase,
+            1 as n,
             pl.preset_id,
-            'backoff',
-            null,
-            pl.backoff_reason,
+            'backoff' as action,
+            null as workspace_id,
+            pl.backoff_reason as reason,
             pl.organization_name,
             pl.template_name,
             pl.template_version_name,
@@ -97,4 +97,5 @@ begin atomic
 end;
 
 comment on function prebuilds.reconciliation_actions_at(timestamptz) is
-'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved across presets) and informational backoff rows.';
+'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
+'across presets) and informational backoff rows.';

@@ -13,9 +13,10 @@ begin atomic
     insert into prebuilds.workspace_agents as a (job_id, name, lifecycle_state)
     values (p_job_id, p_agent_name, p_lifecycle_state)
     on conflict (job_id, name) do update
-    set lifecycle_state = excluded.lifecycle_state
+        set lifecycle_state = excluded.lifecycle_state
     returning a.id;
 end;
 
 comment on function prebuilds.report_agent_lifecycle(uuid, text, text) is
-'Records the lifecycle state of agent p_agent_name of job p_job_id (created on first report); returns the agent id.';
+'Records the lifecycle state of agent p_agent_name of job p_job_id (created on first report); '
+'returns the agent id.';

@@ -13,8 +13,9 @@ begin atomic
         returning p.id
     )
 
-    select exists (select from reset);
+    select exists(select from reset);
 end;
 
 comment on function prebuilds.resume_preset(uuid) is
-'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or backoff; false when there is no such preset.';
+'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or '
+'backoff; false when there is no such preset.';

@@ -1,4 +1,5 @@
--- The fixed id of the system user that owns unclaimed prebuilds (Coder's id, so tooling ports over).
+-- The fixed id of the system user that owns unclaimed prebuilds (Coder's id, so tooling ports
+-- over).
 -- Used in every query and partial index that picks prebuilds out of all workspaces; it is
 -- immutable and inlined, so `owner_id = prebuilds.system_user_id()` matches the partial indexes.
 

@@ -15,7 +15,8 @@ create table prebuilds.presets (
 );
 
 comment on table prebuilds.presets is
-'Named parameter sets of a template version. A preset with desired_instances (or schedules) has a pool of prebuilds.';
+'Named parameter sets of a template version. A preset with desired_instances (or schedules) has a'
+' pool of prebuilds.';
 comment on column prebuilds.presets.id is 'Primary key.';
 comment on column prebuilds.presets.template_version_id is
 'The template version; the preset is active only while this is its template''s active version.';
@@ -23,11 +24,13 @@ comment on column prebuilds.presets.name is 'Preset name, unique per template ve
 comment on column prebuilds.presets.desired_instances is
 'Pool size when no schedule is in force; null means no pool (existing prebuilds are deleted).';
 comment on column prebuilds.presets.ttl_seconds is
-'Prebuilds older than this many seconds expire and are replaced; null or 0 disables, otherwise at least 60.';
+'Prebuilds older than this many seconds expire and are replaced; null or 0 disables, otherwise at'
+' least 60.';
 comment on column prebuilds.presets.scheduling_timezone is
 'IANA time zone in which schedules are read; empty string means no schedules apply.';
 comment on column prebuilds.presets.last_invalidated_at is
 'Prebuilds created before this instant are expired (set by invalidation).';
 comment on column prebuilds.presets.failures_reset_at is
-'Builds created before this instant are ignored by backoff and the hard limit (set by resume_preset).';
+'Builds created before this instant are ignored by backoff and the hard limit (set by '
+'resume_preset).';
 comment on column prebuilds.presets.created_at is 'When the preset was created.';

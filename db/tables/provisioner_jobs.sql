@@ -35,9 +35,11 @@ comment on column prebuilds.provisioner_jobs.initiator_id is
 'Who asked for the job; jobs of people are served before jobs of the system user.';
 comment on column prebuilds.provisioner_jobs.created_at is 'When the job was queued.';
 comment on column prebuilds.provisioner_jobs.started_at is 'When a provisioner picked it up.';
-comment on column prebuilds.provisioner_jobs.completed_at is 'When it finished (success, failure or cancel).';
+comment on column prebuilds.provisioner_jobs.completed_at is
+'When it finished (success, failure or cancel).';
 comment on column prebuilds.provisioner_jobs.canceled_at is 'When cancellation was requested.';
-comment on column prebuilds.provisioner_jobs.error is 'Failure message; set only on completed jobs.';
+comment on column prebuilds.provisioner_jobs.error is
+'Failure message; set only on completed jobs.';
 comment on column prebuilds.provisioner_jobs.worker_id is 'The provisioner that acquired the job.';
 comment on column prebuilds.provisioner_jobs.status is
 'Derived: pending, running, succeeded, failed, canceling or canceled.';

@@ -17,9 +17,11 @@ create table prebuilds.reconciliation_action_log (
 comment on table prebuilds.reconciliation_action_log is
 'What each planned action did. No foreign keys to presets or workspaces: the log outlives them.';
 comment on column prebuilds.reconciliation_action_log.run_id is 'The cycle.';
-comment on column prebuilds.reconciliation_action_log.seq is 'Position in the plan (reconciliation_actions.seq).';
+comment on column prebuilds.reconciliation_action_log.seq is
+'Position in the plan (reconciliation_actions.seq).';
 comment on column prebuilds.reconciliation_action_log.preset_id is 'Preset the action was for.';
-comment on column prebuilds.reconciliation_action_log.action is 'cancel, delete, create or backoff.';
+comment on column prebuilds.reconciliation_action_log.action is
+'cancel, delete, create or backoff.';
 comment on column prebuilds.reconciliation_action_log.workspace_id is
 'Workspace acted on; for an applied create, the workspace created.';
 comment on column prebuilds.reconciliation_action_log.reason is 'Why the plan asked for it.';

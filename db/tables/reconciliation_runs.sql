@@ -20,19 +20,23 @@ create table prebuilds.reconciliation_runs (
 create index reconciliation_runs_started_at_idx on prebuilds.reconciliation_runs (started_at);
 
 comment on table prebuilds.reconciliation_runs is
-'Reconciliation cycles, one row each; a row left in status running means the driver died mid-cycle.';
+'Reconciliation cycles, one row each; a row left in status running means the driver died mid-'
+'cycle.';
 comment on column prebuilds.reconciliation_runs.id is 'Primary key, increasing.';
 comment on column prebuilds.reconciliation_runs.started_at is 'When the cycle started applying.';
 comment on column prebuilds.reconciliation_runs.finished_at is 'When the cycle finished.';
 comment on column prebuilds.reconciliation_runs.status is
-'running, succeeded (every action applied or skipped), failed (an action or the cycle failed) or paused (nothing planned: reconciliation is paused).';
+'running, succeeded (every action applied or skipped), failed (an action or the cycle failed) or '
+'paused (nothing planned: reconciliation is paused).';
 comment on column prebuilds.reconciliation_runs.hostname is 'Host the driver ran on.';
 comment on column prebuilds.reconciliation_runs.pid is 'Process id of the driver.';
 comment on column prebuilds.reconciliation_runs.actions_planned is
 'Rows read from reconciliation_actions, backoff rows included.';
-comment on column prebuilds.reconciliation_runs.actions_applied is 'Actions whose function did the work.';
+comment on column prebuilds.reconciliation_runs.actions_applied is
+'Actions whose function did the work.';
 comment on column prebuilds.reconciliation_runs.actions_skipped is
-'Actions whose function found nothing to do any more (null or false), e.g. a prebuild claimed meanwhile.';
+'Actions whose function found nothing to do any more (null or false), e.g. a prebuild claimed '
+'meanwhile.';
 comment on column prebuilds.reconciliation_runs.actions_failed is 'Actions that raised an error.';
 comment on column prebuilds.reconciliation_runs.plan_ms is
 'Milliseconds spent taking the lock and reading the plan.';

@@ -22,7 +22,8 @@ comment on column prebuilds.templates.organization_id is 'Owning organization.';
 comment on column prebuilds.templates.name is
 'Name, unique per organization among non-deleted templates.';
 comment on column prebuilds.templates.active_version_id is
-'The version new workspaces use; null until one is promoted. Presets of other versions are inactive.';
+'The version new workspaces use; null until one is promoted. Presets of other versions are '
+'inactive.';
 comment on column prebuilds.templates.deleted is
 'Soft delete: every preset of a deleted template is inactive.';
 comment on column prebuilds.templates.deprecated is

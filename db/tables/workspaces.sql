@@ -33,13 +33,15 @@ comment on column prebuilds.workspaces.owner_id is
 comment on column prebuilds.workspaces.name is 'Workspace name.';
 comment on column prebuilds.workspaces.created_at is
 'Creation time; TTL expiry and oldest-first deletion use it.';
-comment on column prebuilds.workspaces.deleted is 'Set once a delete build succeeds (or a cancel orphans it).';
+comment on column prebuilds.workspaces.deleted is
+'Set once a delete build succeeds (or a cancel orphans it).';
 comment on column prebuilds.workspaces.latest_build_id is
 'The build with the highest build_number (maintained by trigger).';
 comment on column prebuilds.workspaces.latest_build_number is
 'build_number of latest_build_id (maintained by trigger).';
 comment on column prebuilds.workspaces.current_preset_id is
-'Preset of the latest build that names one: the pool this prebuild counts in (maintained by trigger).';
+'Preset of the latest build that names one: the pool this prebuild counts in (maintained by '
+'trigger).';
 comment on index prebuilds.workspaces_live_prebuilds_idx is
 'Live prebuilds by preset and age: the only workspace rows the plan reads.';
 comment on index prebuilds.workspaces_owner_id_idx is 'Live workspaces of one owner.';

@@ -25,7 +25,8 @@ select
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
-'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
+'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). '
+'blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
 comment on column prebuilds.preset_state.preset_id is 'The preset.';
 comment on column prebuilds.preset_state.organization_name is 'Organization of the template.';
 comment on column prebuilds.preset_state.template_name is 'Template name.';

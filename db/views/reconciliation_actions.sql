@@ -15,17 +15,21 @@ select
 from prebuilds.reconciliation_actions_at(now()) as ra;
 
 comment on view prebuilds.reconciliation_actions is
-'The plan of the next reconciliation cycle: one row per unit of work in the order the driver applies it. Empty while paused.';
+'The plan of the next reconciliation cycle: one row per unit of work in the order the driver '
+'applies it. Empty while paused.';
 comment on column prebuilds.reconciliation_actions.seq is 'Position in the plan, from 1.';
 comment on column prebuilds.reconciliation_actions.preset_id is 'Preset the action is for.';
 comment on column prebuilds.reconciliation_actions.action is
-'cancel (queued build of an inactive preset), delete (running prebuild), create (one new prebuild) or backoff (informational: creates held back).';
+'cancel (queued build of an inactive preset), delete (running prebuild), create (one new '
+'prebuild) or backoff (informational: creates held back).';
 comment on column prebuilds.reconciliation_actions.workspace_id is
 'Workspace to cancel or delete; null for create and backoff.';
 comment on column prebuilds.reconciliation_actions.reason is 'Why, in words.';
-comment on column prebuilds.reconciliation_actions.organization_name is 'Organization of the template.';
+comment on column prebuilds.reconciliation_actions.organization_name is
+'Organization of the template.';
 comment on column prebuilds.reconciliation_actions.template_name is 'Template name.';
-comment on column prebuilds.reconciliation_actions.template_version_name is 'Version of the preset.';
+comment on column prebuilds.reconciliation_actions.template_version_name is
+'Version of the preset.';
 comment on column prebuilds.reconciliation_actions.preset_name is 'Preset name.';
 comment on column prebuilds.reconciliation_actions.backoff_until is
 'For backoff rows: when creates may resume.';
