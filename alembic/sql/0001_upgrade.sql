@@ -11,7 +11,8 @@ comment on schema prebuilds is
 'Prebuilt workspace pools: platform model, reconciliation views and write functions.';
 
 -- >>> db/functions/system_user_id.sql
--- The fixed id of the system user that owns unclaimed prebuilds (Coder's id, so tooling ports over).
+-- The fixed id of the system user that owns unclaimed prebuilds (Coder's id, so tooling ports
+-- over).
 -- Used in every query and partial index that picks prebuilds out of all workspaces; it is
 -- immutable and inlined, so `owner_id = prebuilds.system_user_id()` matches the partial indexes.
 
@@ -95,7 +96,8 @@ comment on column prebuilds.templates.organization_id is 'Owning organization.';
 comment on column prebuilds.templates.name is
 'Name, unique per organization among non-deleted templates.';
 comment on column prebuilds.templates.active_version_id is
-'The version new workspaces use; null until one is promoted. Presets of other versions are inactive.';
+'The version new workspaces use; null until one is promoted. Presets of other versions are '
+'inactive.';
 comment on column prebuilds.templates.deleted is
 'Soft delete: every preset of a deleted template is inactive.';
 comment on column prebuilds.templates.deprecated is
@@ -144,7 +146,8 @@ create table prebuilds.presets (
 );
 
 comment on table prebuilds.presets is
-'Named parameter sets of a template version. A preset with desired_instances (or schedules) has a pool of prebuilds.';
+'Named parameter sets of a template version. A preset with desired_instances (or schedules) has a'
+' pool of prebuilds.';
 comment on column prebuilds.presets.id is 'Primary key.';
 comment on column prebuilds.presets.template_version_id is
 'The template version; the preset is active only while this is its template''s active version.';
@@ -152,13 +155,15 @@ comment on column prebuilds.presets.name is 'Preset name, unique per template ve
 comment on column prebuilds.presets.desired_instances is
 'Pool size when no schedule is in force; null means no pool (existing prebuilds are deleted).';
 comment on column prebuilds.presets.ttl_seconds is
-'Prebuilds older than this many seconds expire and are replaced; null or 0 disables, otherwise at least 60.';
+'Prebuilds older than this many seconds expire and are replaced; null or 0 disables, otherwise at'
+' least 60.';
 comment on column prebuilds.presets.scheduling_timezone is
 'IANA time zone in which schedules are read; empty string means no schedules apply.';
 comment on column prebuilds.presets.last_invalidated_at is
 'Prebuilds created before this instant are expired (set by invalidation).';
 comment on column prebuilds.presets.failures_reset_at is
-'Builds created before this instant are ignored by backoff and the hard limit (set by resume_preset).';
+'Builds created before this instant are ignored by backoff and the hard limit (set by '
+'resume_preset).';
 comment on column prebuilds.presets.created_at is 'When the preset was created.';
 
 -- >>> db/tables/preset_schedules.sql
@@ -223,9 +228,11 @@ comment on column prebuilds.provisioner_jobs.initiator_id is
 'Who asked for the job; jobs of people are served before jobs of the system user.';
 comment on column prebuilds.provisioner_jobs.created_at is 'When the job was queued.';
 comment on column prebuilds.provisioner_jobs.started_at is 'When a provisioner picked it up.';
-comment on column prebuilds.provisioner_jobs.completed_at is 'When it finished (success, failure or cancel).';
+comment on column prebuilds.provisioner_jobs.completed_at is
+'When it finished (success, failure or cancel).';
 comment on column prebuilds.provisioner_jobs.canceled_at is 'When cancellation was requested.';
-comment on column prebuilds.provisioner_jobs.error is 'Failure message; set only on completed jobs.';
+comment on column prebuilds.provisioner_jobs.error is
+'Failure message; set only on completed jobs.';
 comment on column prebuilds.provisioner_jobs.worker_id is 'The provisioner that acquired the job.';
 comment on column prebuilds.provisioner_jobs.status is
 'Derived: pending, running, succeeded, failed, canceling or canceled.';
@@ -268,13 +275,15 @@ comment on column prebuilds.workspaces.owner_id is
 comment on column prebuilds.workspaces.name is 'Workspace name.';
 comment on column prebuilds.workspaces.created_at is
 'Creation time; TTL expiry and oldest-first deletion use it.';
-comment on column prebuilds.workspaces.deleted is 'Set once a delete build succeeds (or a cancel orphans it).';
+comment on column prebuilds.workspaces.deleted is
+'Set once a delete build succeeds (or a cancel orphans it).';
 comment on column prebuilds.workspaces.latest_build_id is
 'The build with the highest build_number (maintained by trigger).';
 comment on column prebuilds.workspaces.latest_build_number is
 'build_number of latest_build_id (maintained by trigger).';
 comment on column prebuilds.workspaces.current_preset_id is
-'Preset of the latest build that names one: the pool this prebuild counts in (maintained by trigger).';
+'Preset of the latest build that names one: the pool this prebuild counts in (maintained by '
+'trigger).';
 comment on index prebuilds.workspaces_live_prebuilds_idx is
 'Live prebuilds by preset and age: the only workspace rows the plan reads.';
 comment on index prebuilds.workspaces_owner_id_idx is 'Live workspaces of one owner.';
@@ -335,13 +344,17 @@ create table prebuilds.workspace_agents (
 );
 
 comment on table prebuilds.workspace_agents is
-'Agents of a build''s resources. A prebuild is ready when it has an agent and all live ones are ready.';
+'Agents of a build''s resources. A prebuild is ready when it has an agent and all live ones are '
+'ready.';
 comment on column prebuilds.workspace_agents.id is 'Primary key.';
-comment on column prebuilds.workspace_agents.job_id is 'The provisioner job whose resources run the agent.';
+comment on column prebuilds.workspace_agents.job_id is
+'The provisioner job whose resources run the agent.';
 comment on column prebuilds.workspace_agents.name is 'Agent name, unique per job.';
 comment on column prebuilds.workspace_agents.lifecycle_state is
-'created, starting, start_timeout, start_error, ready, shutting_down, shutdown_timeout, shutdown_error or off.';
-comment on column prebuilds.workspace_agents.deleted is 'Deleted agents do not count for readiness.';
+'created, starting, start_timeout, start_error, ready, shutting_down, shutdown_timeout, '
+'shutdown_error or off.';
+comment on column prebuilds.workspace_agents.deleted is
+'Deleted agents do not count for readiness.';
 comment on column prebuilds.workspace_agents.created_at is 'When the agent was registered.';
 
 -- >>> db/tables/settings.sql
@@ -395,19 +408,23 @@ create table prebuilds.reconciliation_runs (
 create index reconciliation_runs_started_at_idx on prebuilds.reconciliation_runs (started_at);
 
 comment on table prebuilds.reconciliation_runs is
-'Reconciliation cycles, one row each; a row left in status running means the driver died mid-cycle.';
+'Reconciliation cycles, one row each; a row left in status running means the driver died mid-'
+'cycle.';
 comment on column prebuilds.reconciliation_runs.id is 'Primary key, increasing.';
 comment on column prebuilds.reconciliation_runs.started_at is 'When the cycle started applying.';
 comment on column prebuilds.reconciliation_runs.finished_at is 'When the cycle finished.';
 comment on column prebuilds.reconciliation_runs.status is
-'running, succeeded (every action applied or skipped), failed (an action or the cycle failed) or paused (nothing planned: reconciliation is paused).';
+'running, succeeded (every action applied or skipped), failed (an action or the cycle failed) or '
+'paused (nothing planned: reconciliation is paused).';
 comment on column prebuilds.reconciliation_runs.hostname is 'Host the driver ran on.';
 comment on column prebuilds.reconciliation_runs.pid is 'Process id of the driver.';
 comment on column prebuilds.reconciliation_runs.actions_planned is
 'Rows read from reconciliation_actions, backoff rows included.';
-comment on column prebuilds.reconciliation_runs.actions_applied is 'Actions whose function did the work.';
+comment on column prebuilds.reconciliation_runs.actions_applied is
+'Actions whose function did the work.';
 comment on column prebuilds.reconciliation_runs.actions_skipped is
-'Actions whose function found nothing to do any more (null or false), e.g. a prebuild claimed meanwhile.';
+'Actions whose function found nothing to do any more (null or false), e.g. a prebuild claimed '
+'meanwhile.';
 comment on column prebuilds.reconciliation_runs.actions_failed is 'Actions that raised an error.';
 comment on column prebuilds.reconciliation_runs.plan_ms is
 'Milliseconds spent taking the lock and reading the plan.';
@@ -434,9 +451,11 @@ create table prebuilds.reconciliation_action_log (
 comment on table prebuilds.reconciliation_action_log is
 'What each planned action did. No foreign keys to presets or workspaces: the log outlives them.';
 comment on column prebuilds.reconciliation_action_log.run_id is 'The cycle.';
-comment on column prebuilds.reconciliation_action_log.seq is 'Position in the plan (reconciliation_actions.seq).';
+comment on column prebuilds.reconciliation_action_log.seq is
+'Position in the plan (reconciliation_actions.seq).';
 comment on column prebuilds.reconciliation_action_log.preset_id is 'Preset the action was for.';
-comment on column prebuilds.reconciliation_action_log.action is 'cancel, delete, create or backoff.';
+comment on column prebuilds.reconciliation_action_log.action is
+'cancel, delete, create or backoff.';
 comment on column prebuilds.reconciliation_action_log.workspace_id is
 'Workspace acted on; for an applied create, the workspace created.';
 comment on column prebuilds.reconciliation_action_log.reason is 'Why the plan asked for it.';
@@ -504,7 +523,8 @@ or coalesce(
 );
 
 comment on function prebuilds.is_expired(timestamptz, int, timestamptz, timestamptz) is
-'True when a prebuild created at p_created_at is expired at p_now: created before the last invalidation, or older than ttl_seconds (> 0).';
+'True when a prebuild created at p_created_at is expired at p_now: created before the last '
+'invalidation, or older than ttl_seconds (> 0).';
 
 -- >>> db/functions/agents_ready.sql
 -- The readiness rule (SPEC 2): at least one agent, and every non-deleted agent ready.
@@ -525,7 +545,8 @@ comment on function prebuilds.agents_ready(uuid) is
 'True when the build job has at least one non-deleted agent and all of them are ready.';
 
 -- >>> db/functions/preset_plan_at.sql
--- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per preset.
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
+-- preset.
 -- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
 -- the live prebuilds exactly once, through this function; nothing else computes a rule.
 --
@@ -892,7 +913,8 @@ begin atomic
 end;
 
 comment on function prebuilds.preset_plan_at(timestamptz) is
-'Internal: the reconciliation state and planned work of every preset under consideration at p_now. Read it through preset_state_at and reconciliation_actions_at.';
+'Internal: the reconciliation state and planned work of every preset under consideration at '
+'p_now. Read it through preset_state_at and reconciliation_actions_at.';
 
 -- >>> db/functions/preset_state_at.sql
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
@@ -954,7 +976,8 @@ begin atomic
 end;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
-'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit and why creates are blocked.';
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
+'and why creates are blocked.';
 
 -- >>> db/functions/reconciliation_actions_at.sql
 -- The plan: every unit of work at p_now, in the order to apply it (SPEC 3, 4.4).
@@ -1001,27 +1024,27 @@ begin atomic
         cross join lateral unnest(pl.work) with ordinality as w (action, workspace_id, reason)
         union all
         select
-            2,
+            2 as phase,
             slot.n,
             pl.preset_id,
-            'create',
-            null,
-            pl.creates_reason,
+            'create' as action,
+            null as workspace_id,
+            pl.creates_reason as reason,
             pl.organization_name,
             pl.template_name,
             pl.template_version_name,
             pl.preset_name,
-            null
+            null as backoff_until
         from plan as pl
         cross join lateral generate_series(1, pl.creates) as slot (n)
         union all
         select
-            3,
-            1,
+            3 as phase,
+            1 as n,
             pl.preset_id,
-            'backoff',
-            null,
-            pl.backoff_reason,
+            'backoff' as action,
+            null as workspace_id,
+            pl.backoff_reason as reason,
             pl.organization_name,
             pl.template_name,
             pl.template_version_name,
@@ -1056,7 +1079,8 @@ begin atomic
 end;
 
 comment on function prebuilds.reconciliation_actions_at(timestamptz) is
-'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved across presets) and informational backoff rows.';
+'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
+'across presets) and informational backoff rows.';
 
 -- >>> db/views/preset_state.sql
 -- The state of every preset under consideration, now. For operators in psql and `prebuilds status`.
@@ -1086,7 +1110,8 @@ select
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
-'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
+'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). '
+'blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
 comment on column prebuilds.preset_state.preset_id is 'The preset.';
 comment on column prebuilds.preset_state.organization_name is 'Organization of the template.';
 comment on column prebuilds.preset_state.template_name is 'Template name.';
@@ -1136,17 +1161,21 @@ select
 from prebuilds.reconciliation_actions_at(now()) as ra;
 
 comment on view prebuilds.reconciliation_actions is
-'The plan of the next reconciliation cycle: one row per unit of work in the order the driver applies it. Empty while paused.';
+'The plan of the next reconciliation cycle: one row per unit of work in the order the driver '
+'applies it. Empty while paused.';
 comment on column prebuilds.reconciliation_actions.seq is 'Position in the plan, from 1.';
 comment on column prebuilds.reconciliation_actions.preset_id is 'Preset the action is for.';
 comment on column prebuilds.reconciliation_actions.action is
-'cancel (queued build of an inactive preset), delete (running prebuild), create (one new prebuild) or backoff (informational: creates held back).';
+'cancel (queued build of an inactive preset), delete (running prebuild), create (one new '
+'prebuild) or backoff (informational: creates held back).';
 comment on column prebuilds.reconciliation_actions.workspace_id is
 'Workspace to cancel or delete; null for create and backoff.';
 comment on column prebuilds.reconciliation_actions.reason is 'Why, in words.';
-comment on column prebuilds.reconciliation_actions.organization_name is 'Organization of the template.';
+comment on column prebuilds.reconciliation_actions.organization_name is
+'Organization of the template.';
 comment on column prebuilds.reconciliation_actions.template_name is 'Template name.';
-comment on column prebuilds.reconciliation_actions.template_version_name is 'Version of the preset.';
+comment on column prebuilds.reconciliation_actions.template_version_name is
+'Version of the preset.';
 comment on column prebuilds.reconciliation_actions.preset_name is 'Preset name.';
 comment on column prebuilds.reconciliation_actions.backoff_until is
 'For backoff rows: when creates may resume.';
@@ -1187,7 +1216,8 @@ end;
 $$;
 
 comment on function prebuilds.queue_build(uuid, uuid, uuid, text, uuid) is
-'Internal: appends the next build of a workspace with a pending job and returns the job id. The caller must hold the workspace row lock.';
+'Internal: appends the next build of a workspace with a pending job and returns the job id. The '
+'caller must hold the workspace row lock.';
 
 -- >>> db/functions/create_prebuild.sql
 -- Apply a `create` action: one new prebuild for a preset (SPEC 4.5). Called by the driver.
@@ -1260,7 +1290,9 @@ end;
 $$;
 
 comment on function prebuilds.create_prebuild(uuid) is
-'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still short of its desired size; returns the workspace id, or null when there is nothing to do any more.';
+'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still '
+'short of its desired size; returns the workspace id, or null when there is nothing to do any '
+'more.';
 
 -- >>> db/functions/delete_prebuild.sql
 -- Apply a `delete` action: queue a delete build for a running prebuild (SPEC 4.5).
@@ -1307,7 +1339,8 @@ end;
 $$;
 
 comment on function prebuilds.delete_prebuild(uuid) is
-'Queues a delete build for a workspace that is still a running prebuild; returns false (and does nothing) when it was claimed, deleted, is in flight, failed or stopped.';
+'Queues a delete build for a workspace that is still a running prebuild; returns false (and does '
+'nothing) when it was claimed, deleted, is in flight, failed or stopped.';
 
 -- >>> db/functions/cancel_prebuild.sql
 -- Apply a `cancel` action: a queued initial build of an inactive preset (SPEC 4.5).
@@ -1378,7 +1411,9 @@ end;
 $$;
 
 comment on function prebuilds.cancel_prebuild(uuid) is
-'Cancels the still-unpicked initial build of a prebuild whose preset is inactive, records an orphan delete build and marks the workspace deleted; false when a provisioner already took the job or the preset is active again.';
+'Cancels the still-unpicked initial build of a prebuild whose preset is inactive, records an '
+'orphan delete build and marks the workspace deleted; false when a provisioner already took the '
+'job or the preset is active again.';
 
 -- >>> db/functions/claim_prebuild.sql
 -- Hand an eligible prebuild to a person (SPEC 4.5). Called by the platform when a user creates a
@@ -1441,7 +1476,8 @@ end;
 $$;
 
 comment on function prebuilds.claim_prebuild(uuid, uuid, text) is
-'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues its start build; returns the workspace id, or null when none is eligible.';
+'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues '
+'its start build; returns the workspace id, or null when none is eligible.';
 
 -- >>> db/functions/resume_preset.sql
 -- Clear a preset's hard limit (and its backoff) by ignoring the builds before now (SPEC 4.2).
@@ -1459,11 +1495,12 @@ begin atomic
         returning p.id
     )
 
-    select exists (select from reset);
+    select exists(select from reset);
 end;
 
 comment on function prebuilds.resume_preset(uuid) is
-'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or backoff; false when there is no such preset.';
+'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or '
+'backoff; false when there is no such preset.';
 
 -- >>> db/functions/acquire_job.sql
 -- Provisioner side: take the next queued job (SPEC 4.5). Jobs initiated by people come before
@@ -1499,13 +1536,20 @@ begin atomic
         returning j.id, j.initiator_id
     )
 
-    select taken.id, b.workspace_id, b.build_number, b.transition, b.preset_id, taken.initiator_id
+    select
+        taken.id,
+        b.workspace_id,
+        b.build_number,
+        b.transition,
+        b.preset_id,
+        taken.initiator_id
     from taken
     inner join prebuilds.workspace_builds as b on taken.id = b.job_id;
 end;
 
 comment on function prebuilds.acquire_job(text) is
-'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns it; no row when the queue is empty.';
+'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns '
+'it; no row when the queue is empty.';
 
 -- >>> db/functions/complete_job.sql
 -- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
@@ -1544,7 +1588,8 @@ end;
 $$;
 
 comment on function prebuilds.complete_job(uuid, text) is
-'Completes a started job, failed when p_error is given; a successful delete marks the workspace deleted. False when the job was already completed or never started.';
+'Completes a started job, failed when p_error is given; a successful delete marks the workspace '
+'deleted. False when the job was already completed or never started.';
 
 -- >>> db/functions/report_agent_lifecycle.sql
 -- Provisioner side: an agent of a build's resources reports its lifecycle state (SPEC 2).
@@ -1562,12 +1607,13 @@ begin atomic
     insert into prebuilds.workspace_agents as a (job_id, name, lifecycle_state)
     values (p_job_id, p_agent_name, p_lifecycle_state)
     on conflict (job_id, name) do update
-    set lifecycle_state = excluded.lifecycle_state
+        set lifecycle_state = excluded.lifecycle_state
     returning a.id;
 end;
 
 comment on function prebuilds.report_agent_lifecycle(uuid, text, text) is
-'Records the lifecycle state of agent p_agent_name of job p_job_id (created on first report); returns the agent id.';
+'Records the lifecycle state of agent p_agent_name of job p_job_id (created on first report); '
+'returns the agent id.';
 
 -- >>> db/data/system_user.sql
 -- The system user that owns every unclaimed prebuild, with Coder's fixed id so tooling ports over.
