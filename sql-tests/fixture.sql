@@ -200,10 +200,12 @@ as $$
 $$;
 
 -- The workspace named p_name (names are unique within a test by convention; an error otherwise).
+-- The lookups below are volatile on purpose: the planner evaluates stable calls with constant
+-- arguments while planning, before the rows inserted earlier in the same do block are visible.
 create function fixture.ws(p_name text)
 returns uuid
 language plpgsql
-stable
+volatile
 as $$
 declare
     v_id uuid;
@@ -219,7 +221,7 @@ create function fixture.preset_of(
 )
 returns uuid
 language plpgsql
-stable
+volatile
 as $$
 declare
     v_id uuid;
@@ -228,7 +230,7 @@ begin
     from prebuilds.presets as p
     join prebuilds.template_versions as v on v.id = p.template_version_id
     join prebuilds.templates as t on t.id = v.template_id
-    where t.name = p_template and v.name = p_version and p.name = p_preset and not t.deleted;
+    where t.name = p_template and v.name = p_version and p.name = p_preset;
     return v_id;
 end;
 $$;
@@ -247,7 +249,7 @@ $$;
 create function fixture.latest_job(p_workspace_id uuid)
 returns uuid
 language sql
-stable
+volatile
 as $$
     select b.job_id
     from prebuilds.workspaces as w

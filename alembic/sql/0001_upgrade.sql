@@ -38,6 +38,9 @@ create type prebuilds.planned_work as (
 
 comment on type prebuilds.planned_work is
 'A planned cancel or delete: action, target workspace and the reason an operator reads.';
+comment on column prebuilds.planned_work.action is 'cancel or delete.';
+comment on column prebuilds.planned_work.workspace_id is 'The workspace to cancel or delete.';
+comment on column prebuilds.planned_work.reason is 'Why, in words (reconciliation_actions.reason).';
 
 -- >>> db/tables/organizations.sql
 -- Organizations own templates and workspaces.
