@@ -88,10 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     freeze = sub.add_parser(
         "freeze",
         help="(development) freeze db/ as a migration's SQL",
-        description="Write db/ (in db/manifest.txt order) to alembic/sql/REVISION_upgrade.sql, "
-        "the frozen text a new Alembic revision installs. See README, 'Adding a migration'.",
+        description="Freeze db/ objects into the SQL of an Alembic revision. Without OBJECT, "
+        "all of db/ becomes alembic/sql/REVISION_upgrade.sql (an initial revision). With "
+        "OBJECTs (paths under db/), REVISION_upgrade.sql gets their current text and "
+        "REVISION_downgrade.sql their text from the previous revision, below a marker line; "
+        "what you wrote above it (drops, alters) is kept. See README, 'Adding a migration'.",
     )
     freeze.add_argument("revision", help="revision id, e.g. 0002")
+    freeze.add_argument(
+        "objects", nargs="*", metavar="OBJECT", help="db/ file that the revision changes"
+    )
     return parser
 
 
@@ -135,8 +141,12 @@ def dispatch(args: argparse.Namespace) -> int:
         print(f"prebuilds: schema at revision {migrations.head_revision()}")
         return EXIT_OK
     if args.command == "freeze":
-        path = migrations.freeze(args.revision)
-        print(f"prebuilds: wrote {path}")
+        try:
+            paths = migrations.freeze(args.revision, args.objects)
+        except ValueError as exc:
+            raise CannotRun(str(exc)) from exc
+        for path in paths:
+            print(f"prebuilds: wrote {path}")
         return EXIT_OK
     raise AssertionError(args.command)
 

@@ -7,6 +7,8 @@ carry frozen copies.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,10 +35,30 @@ def unlisted_files(db_dir: Path = DB_DIR) -> list[Path]:
     return sorted(p for p in db_dir.rglob("*.sql") if p not in listed)
 
 
-def schema_script(db_dir: Path = DB_DIR) -> str:
-    """Every object of ``db/`` as one script, each file headed by its path."""
+SECTION = re.compile(r"^-- >>> db/(\S+)\n", re.MULTILINE)
+
+
+def section(rel: str, text: str) -> str:
+    """One object's text headed by its path, as frozen files hold it."""
+    return f"-- >>> db/{rel}\n{text.rstrip()}\n"
+
+
+def schema_script(db_dir: Path = DB_DIR, only: Collection[str] | None = None) -> str:
+    """The objects of ``db/`` (all, or those in ``only``) as one script, in manifest order."""
     parts = []
     for path in manifest_paths(db_dir):
         rel = path.relative_to(db_dir).as_posix()
-        parts.append(f"-- >>> db/{rel}\n{path.read_text().rstrip()}\n")
+        if only is None or rel in only:
+            parts.append(section(rel, path.read_text()))
     return "\n".join(parts)
+
+
+def sections(script: str) -> dict[str, str]:
+    """Split a frozen script back into ``{path relative to db/: section text}``."""
+    marks = list(SECTION.finditer(script))
+    return {
+        m[1]: script[m.start() : marks[i + 1].start() if i + 1 < len(marks) else len(script)]
+        .rstrip()
+        + "\n"
+        for i, m in enumerate(marks)
+    }

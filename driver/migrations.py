@@ -8,17 +8,18 @@ never changes meaning when ``db/`` moves on.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from driver.dbsource import REPO_ROOT, schema_script
+from driver.dbsource import DB_DIR, REPO_ROOT, manifest_paths, schema_script, sections
 
 ALEMBIC_INI = REPO_ROOT / "alembic.ini"
 FROZEN_DIR = REPO_ROOT / "alembic" / "sql"
 
 #: The schema revision this driver speaks; the driver refuses to run against any other.
 #: tests/test_migrations.py checks it is alembic's head.
-EXPECTED_REVISION = "0001"
+EXPECTED_REVISION = "0002"
 
 
 def frozen_path(revision: str, direction: str) -> Path:
@@ -31,15 +32,61 @@ def run_frozen_sql(bind: Any, revision: str, direction: str) -> None:
     bind.exec_driver_sql(sql, execution_options={"no_parameters": True})
 
 
-def freeze(revision: str) -> Path:
-    """Write the current ``db/`` as the frozen upgrade SQL of ``revision``."""
-    path = frozen_path(revision, "upgrade")
-    header = (
-        f"-- Frozen by `prebuilds freeze {revision}` from db/manifest.txt.\n"
-        "-- Never edit: write a new revision instead.\n\n"
-    )
-    path.write_text(header + schema_script())
-    return path
+#: Frozen files are hand-written above this line (drops, alters, backfills) and generated below.
+FROZEN_MARKER = "-- >>> frozen objects: written by `prebuilds freeze`, edit only above this line\n"
+
+
+def freeze(revision: str, objects: Sequence[str] = ()) -> list[Path]:
+    """Freeze ``db/`` objects into the SQL files of ``revision``; returns the files written.
+
+    Without ``objects``, a revision frozen before is re-frozen with the same objects, and a new
+    one becomes the whole schema (an initial revision). With them
+    (paths relative to ``db/``), the upgrade gets their current text and the downgrade their text
+    as the latest earlier revision froze it, each below ``FROZEN_MARKER``; what a developer wrote
+    above the marker (drops, alters) is kept.
+    """
+    if revision < head_revision():
+        raise ValueError(
+            f"revision {revision} is older than head {head_revision()}: its SQL is frozen for "
+            "good; change db/ and freeze it into a new revision"
+        )
+    up = frozen_path(revision, "upgrade")
+    if not objects and up.exists() and FROZEN_MARKER in up.read_text():
+        # Re-freeze the objects this revision already carries.
+        objects = list(sections(up.read_text().split(FROZEN_MARKER)[1]))
+    if not objects:
+        header = (
+            f"-- Frozen by `prebuilds freeze {revision}` from db/manifest.txt.\n"
+            "-- Never edit: write a new revision instead.\n\n"
+        )
+        up.write_text(header + schema_script())
+        return [up]
+    wanted = [o.removeprefix("db/") for o in objects]
+    known = {p.relative_to(DB_DIR).as_posix() for p in manifest_paths()}
+    if unknown := sorted(set(wanted) - known):
+        raise ValueError(f"not in db/manifest.txt: {', '.join(unknown)}")
+    earlier = previous_sections(revision)
+    restored = "\n".join(earlier[o] for o in manifest_order(wanted) if o in earlier)
+    down = frozen_path(revision, "downgrade")
+    for path, body in ((up, schema_script(only=set(wanted))), (down, restored)):
+        prefix = path.read_text().split(FROZEN_MARKER)[0] if path.exists() else ""
+        path.write_text(prefix.rstrip() + "\n\n" + FROZEN_MARKER + "\n" + body)
+    return [up, down]
+
+
+def manifest_order(objects: Sequence[str]) -> list[str]:
+    order = [p.relative_to(DB_DIR).as_posix() for p in manifest_paths()]
+    return sorted(objects, key=order.index)
+
+
+def previous_sections(revision: str) -> dict[str, str]:
+    """Each object's text as the latest revision before ``revision`` froze it."""
+    found: dict[str, str] = {}
+    for path in sorted(FROZEN_DIR.glob("*_upgrade.sql")):
+        rev = path.name.removesuffix("_upgrade.sql")
+        if rev < revision:
+            found.update(sections(path.read_text()))
+    return found
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -75,3 +122,11 @@ def head_revision() -> str:
     if head is None:
         raise RuntimeError("alembic/versions holds no revision")
     return head
+
+
+def revisions() -> list[str]:
+    """Every revision id, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return [r.revision for r in reversed(list(script.walk_revisions()))]

@@ -136,3 +136,14 @@ def test_every_object_is_commented(conn: psycopg.Connection[Any]) -> None:
         """
     ).fetchall()
     assert missing == []
+
+
+def test_each_downgrade_restores_exactly_what_its_revision_built(empty_db: str) -> None:
+    revisions = migrations.revisions()
+    built = {}
+    for revision in revisions:
+        migrations.upgrade(empty_db, revision)
+        built[revision] = snapshot(empty_db)
+    for revision in reversed(revisions[:-1]):
+        migrations.downgrade(empty_db, revision)
+        assert snapshot(empty_db) == built[revision], f"downgrade to {revision} differs"

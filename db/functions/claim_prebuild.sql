@@ -53,6 +53,7 @@ begin
     -- Initiated by the new owner: provisioners serve it first, and it never counts as a
     -- prebuild starting.
     perform prebuilds.queue_build(v_workspace_id, v_version_id, p_preset_id, 'start', p_owner_id);
+    perform prebuilds.count_prebuild_event(p_preset_id, 'claimed');
     return v_workspace_id;
 end;
 $$;

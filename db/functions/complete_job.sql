@@ -10,6 +10,8 @@ declare
     v_status text;
     v_workspace_id uuid;
     v_transition text;
+    v_preset_id uuid;
+    v_initiator_id uuid;
 begin
     update prebuilds.provisioner_jobs as j
     set completed_at = now(), error = nullif(p_error, '')
@@ -23,11 +25,15 @@ begin
         return false;  -- already completed, or never started
     end if;
 
-    select b.workspace_id, b.transition into v_workspace_id, v_transition
+    select b.workspace_id, b.transition, b.preset_id, b.initiator_id
+    into v_workspace_id, v_transition, v_preset_id, v_initiator_id
     from prebuilds.workspace_builds as b
     where b.job_id = p_job_id;
     if v_status = 'succeeded' and v_transition = 'delete' then
         update prebuilds.workspaces set deleted = true where id = v_workspace_id;
+    elsif v_status = 'failed' and v_transition = 'start' and v_preset_id is not null
+          and v_initiator_id = prebuilds.system_user_id() then
+        perform prebuilds.count_prebuild_event(v_preset_id, 'failed');
     end if;
     return true;
 end;

@@ -46,7 +46,12 @@ begin
               w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
           or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
       );
-    if v_have >= coalesce(v_preset.desired_instances, 0) then
+    if v_have >= coalesce(
+        (select s.desired from prebuilds.preset_schedule_at(
+            p_preset_id, v_preset.scheduling_timezone, now()) as s),
+        v_preset.desired_instances,
+        0
+    ) then
         return null;
     end if;
 
@@ -63,6 +68,7 @@ begin
         v_workspace_id, v_preset.template_version_id, p_preset_id, 'start',
         prebuilds.system_user_id()
     );
+    perform prebuilds.count_prebuild_event(p_preset_id, 'created');
     return v_workspace_id;
 end;
 $$;

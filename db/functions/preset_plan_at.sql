@@ -33,7 +33,8 @@ returns table (
     creates int,
     creates_reason text,
     backoff_reason text,
-    work prebuilds.planned_work []
+    schedule_note text,
+    work prebuilds.planned_work[]
 )
 language sql
 stable
@@ -112,7 +113,11 @@ begin atomic
                     where ps.preset_id = p.id
                 )
             ) as has_pool,
-            case when act.is_active then coalesce(p.desired_instances, 0) else 0 end as desired,
+            case
+                when act.is_active then coalesce(sched.desired, p.desired_instances, 0)
+                else 0
+            end as desired,
+            sched.note as schedule_note,
             case
                 when t.deleted then 'template ' || t.name || ' deleted'
                 when t.deprecated then 'template ' || t.name || ' deprecated'
@@ -125,15 +130,24 @@ begin atomic
         inner join prebuilds.templates as t on v.template_id = t.id
         inner join prebuilds.organizations as o on t.organization_id = o.id
         left join prebuilds.template_versions as av on t.active_version_id = av.id
-        cross join lateral (
+        cross join
+            lateral (
+                select
+                    coalesce(
+                        t.active_version_id = p.template_version_id
+                        and not t.deleted
+                        and not t.deprecated,
+                        false
+                    ) as is_active
+            ) as act
+        -- The schedule in force (SPEC 4.3); only active presets have a desired size to look up.
+        left join lateral (
             select
-                coalesce(
-                    t.active_version_id = p.template_version_id
-                    and not t.deleted
-                    and not t.deprecated,
-                    false
-                ) as is_active
-        ) as act
+                ps.desired,
+                ps.note
+            from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as ps
+            where act.is_active
+        ) as sched on true
     ),
 
     -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
@@ -152,7 +166,7 @@ begin atomic
             -- Failure history: latest builds that are starts, since the last reset.
             l.transition = 'start'
             and (c.failures_reset_at is null or l.build_created_at >= c.failures_reset_at)
-            as in_history
+                as in_history
         from live as l
         inner join candidate as c on l.preset_id = c.preset_id
     ),
@@ -172,7 +186,7 @@ begin atomic
             -- Most recent first among the failure history: backoff and hard-limit windows.
             row_number() over (
                 partition by cl.preset_id, cl.in_history
-                order by cl.build_created_at desc, cl.workspace_id
+                order by cl.build_created_at desc, cl.workspace_id asc
             ) as history_rank
         from classified as cl
         cross join cfg
@@ -298,7 +312,7 @@ begin atomic
                         when not wn.is_active then wn.inactive_reason
                         when r.created_at < wn.last_invalidated_at
                             then 'expired: created before invalidation at '
-                            || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                                || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
                         when r.expired
                             then 'expired: older than ttl ' || wn.ttl_seconds || 's'
                         else
@@ -306,7 +320,7 @@ begin atomic
                             || wn.desired || ' desired'
                     end
                 )::prebuilds.planned_work
-                order by r.queued_initial desc, r.expired desc, r.created_at, r.workspace_id
+                order by r.queued_initial desc, r.expired desc, r.created_at asc, r.workspace_id asc
             ) as work
         from ranked as r
         inner join wanted as wn on r.preset_id = wn.preset_id
@@ -348,18 +362,19 @@ begin atomic
             when wn.hard_limited then 'hard_limited'
             when wn.backoff_until is not null then 'backoff'
             when coalesce(a.creates, 0) < wn.creates_wanted then 'capped'
-        end,
+        end as blocked_reason,
         wn.creates_wanted,
-        coalesce(a.creates, 0),
+        coalesce(a.creates, 0) as creates,
         'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
-        || ' starting, ' || wn.desired || ' desired',
+        || ' starting, ' || wn.desired || ' desired' as creates_reason,
         case
             when wn.backoff_until is not null
                 then 'backoff: ' || wn.failures || ' failed build(s) in the last '
-                || (select cfg.backoff_lookback from cfg)::text || ', creates wait until '
-                || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
-        end,
-        coalesce(wk.work, '{}')
+                    || (select cfg.backoff_lookback from cfg)::text || ', creates wait until '
+                    || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
+        end as backoff_reason,
+        wn.schedule_note,
+        coalesce(wk.work, '{}') as work
     from wanted as wn
     left join allowed as a on wn.preset_id = a.preset_id
     left join work as wk on wn.preset_id = wk.preset_id;

@@ -22,7 +22,8 @@ returns table (
     backoff_until timestamptz,
     hard_limited bool,
     blocked_reason text,
-    creates_planned int
+    creates_planned int,
+    schedule_note text
 )
 language sql
 stable
@@ -49,7 +50,8 @@ begin atomic
         pp.backoff_until,
         pp.hard_limited,
         pp.blocked_reason,
-        pp.creates
+        pp.creates,
+        pp.schedule_note
     from prebuilds.preset_plan_at(p_now) as pp
     order by
         pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,

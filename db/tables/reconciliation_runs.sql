@@ -6,7 +6,7 @@ create table prebuilds.reconciliation_runs (
     started_at timestamptz not null default clock_timestamp(),
     finished_at timestamptz,
     status text not null default 'running'
-    check (status in ('running', 'succeeded', 'failed', 'paused')),
+    check (status in ('running', 'succeeded', 'failed', 'paused', 'interrupted')),
     hostname text not null default '',
     pid int,
     actions_planned int not null default 0 check (actions_planned >= 0),
@@ -26,8 +26,9 @@ comment on column prebuilds.reconciliation_runs.id is 'Primary key, increasing.'
 comment on column prebuilds.reconciliation_runs.started_at is 'When the cycle started applying.';
 comment on column prebuilds.reconciliation_runs.finished_at is 'When the cycle finished.';
 comment on column prebuilds.reconciliation_runs.status is
-'running, succeeded (every action applied or skipped), failed (an action or the cycle failed) or '
-'paused (nothing planned: reconciliation is paused).';
+'running, succeeded (every action applied or skipped), failed (an action or the cycle failed), '
+'paused (nothing planned: reconciliation is paused) or interrupted (stopped by a signal after '
+'the action in flight).';
 comment on column prebuilds.reconciliation_runs.hostname is 'Host the driver ran on.';
 comment on column prebuilds.reconciliation_runs.pid is 'Process id of the driver.';
 comment on column prebuilds.reconciliation_runs.actions_planned is

@@ -9,7 +9,9 @@ create table prebuilds.settings (
     backoff_lookback interval not null default '1 hour'
     check (backoff_lookback > interval '0'),
     failure_hard_limit int not null default 3 check (failure_hard_limit >= 0),
-    max_pending_creates int check (max_pending_creates > 0)
+    max_pending_creates int check (max_pending_creates > 0),
+    run_retention interval not null default '30 days'
+    check (run_retention >= interval '1 hour')
 );
 
 comment on table prebuilds.settings is 'Reconciler settings; a single row.';
@@ -24,3 +26,5 @@ comment on column prebuilds.settings.failure_hard_limit is
 'A preset whose this-many most recent builds all failed stops creating until resumed; 0 disables.';
 comment on column prebuilds.settings.max_pending_creates is
 'Cap on prebuild start jobs pending or running in the whole deployment; null means no cap.';
+comment on column prebuilds.settings.run_retention is
+'Cycles (and their action rows) older than this are pruned by the driver.';

@@ -21,7 +21,8 @@ select
     ps.backoff_until,
     ps.hard_limited,
     ps.blocked_reason,
-    ps.creates_planned
+    ps.creates_planned,
+    ps.schedule_note
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
@@ -57,3 +58,6 @@ comment on column prebuilds.preset_state.hard_limited is
 comment on column prebuilds.preset_state.blocked_reason is
 'Why wanted creates are held back: paused, hard_limited, backoff or capped; null otherwise.';
 comment on column prebuilds.preset_state.creates_planned is 'Creates the next cycle will apply.';
+comment on column prebuilds.preset_state.schedule_note is
+'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
+'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';

@@ -1,0 +1,19 @@
+-- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
+-- and cost one row per preset to read (not a scan of build history). Incremented by
+-- create_prebuild, claim_prebuild and complete_job through count_prebuild_event.
+
+create table prebuilds.preset_counters (
+    preset_id uuid primary key references prebuilds.presets (id) on delete cascade,
+    created bigint not null default 0 check (created >= 0),
+    failed bigint not null default 0 check (failed >= 0),
+    claimed bigint not null default 0 check (claimed >= 0)
+);
+
+comment on table prebuilds.preset_counters is
+'Lifetime prebuild events per preset: the source of the prebuilds_*_total metrics.';
+comment on column prebuilds.preset_counters.preset_id is 'The preset.';
+comment on column prebuilds.preset_counters.created is 'Prebuilds created by create_prebuild.';
+comment on column prebuilds.preset_counters.failed is
+'Prebuild start builds that completed with an error.';
+comment on column prebuilds.preset_counters.claimed is
+'Prebuilds handed to people by claim_prebuild.';
