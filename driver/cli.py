@@ -1,67 +1,187 @@
-"""The ``prebuilds`` command.
+"""The ``prebuilds`` command: reconcile, run, and the operator's view and controls.
 
 Exit codes (SPEC 4.6): 0 done (also when another reconciler holds the lock, or reconciliation is
 paused), 1 some actions failed, 2 cannot run (no database, schema not at the driver's revision,
-bad configuration), each with a one-line message naming the cause.
+bad configuration or arguments), each with a one-line message naming the cause.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from driver import __version__, migrations
-from driver.cycle import CannotRun, first_line, plan_only, run_cycle
+from driver.cycle import CannotRun, check_schema, connect, first_line, plan_only, run_cycle
+from driver.logs import configure, log
+from driver.metrics import Metrics
 from driver.model import CycleResult, Outcome
-from driver.report import format_outcome, format_plan
+from driver.queries import query
+from driver.report import format_history, format_outcome, format_plan, format_status
 
 EXIT_OK, EXIT_ACTIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
-log = logging.getLogger("prebuilds")
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_interval(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1h`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 60s, 5m or 1h)")
+    value = float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "s"]
+    if value <= 0:
+        raise argparse.ArgumentTypeError("the interval must be positive")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="postgresql:// URL of the database (default: $DATABASE_URL)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines (default) or one JSON object per line",
+    )
+
     parser = argparse.ArgumentParser(
         prog="prebuilds",
         description="Keep pools of prebuilt workspaces at their desired size. The rules live in "
-        "the database (prebuilds.reconciliation_actions); this command applies them.",
+        "the database (prebuilds.reconciliation_actions); this command applies them and lets "
+        "operators see and steer what happens.",
         epilog="Exit codes: 0 done (also: lock held elsewhere, paused), 1 some actions failed, "
-        "2 cannot run.",
+        "2 cannot run. `prebuilds COMMAND --help` explains each command.",
     )
     parser.add_argument("--version", action="version", version=f"prebuilds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def with_db(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "--database-url",
-            default=os.environ.get("DATABASE_URL"),
-            metavar="URL",
-            help="postgresql:// URL of the database (default: $DATABASE_URL)",
-        )
+    def command(name: str, handler: Handler, summary: str, details: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=summary, description=details)
+        p.set_defaults(handler=handler)
         return p
 
-    rec = with_db(
-        sub.add_parser(
-            "reconcile",
-            help="run one reconciliation cycle and exit (for cron)",
-            description="Take the reconciler lock, read prebuilds.reconciliation_actions in one "
-            "query and apply it through two write connections: cancels and deletes first, "
-            "then creates. Every cycle and action outcome is recorded in "
-            "prebuilds.reconciliation_runs and prebuilds.reconciliation_action_log. If another "
-            "reconciler holds the lock, says so and exits 0.",
-        )
+    rec = command(
+        "reconcile",
+        cmd_reconcile,
+        "run one reconciliation cycle and exit (for cron)",
+        "Take the reconciler lock, read prebuilds.reconciliation_actions in one query and apply "
+        "it through two write connections: cancels and deletes first, then creates. Every cycle "
+        "and action outcome is recorded in prebuilds.reconciliation_runs and "
+        "prebuilds.reconciliation_action_log. If another reconciler holds the lock, says so and "
+        "exits 0.",
     )
     rec.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan with reasons and apply nothing (takes no lock, writes nothing)",
+        help="print the plan with reasons and apply nothing (same as `prebuilds plan`)",
     )
     rec.add_argument("-v", "--verbose", action="store_true", help="print every action's outcome")
+    rec.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="after the cycle, write Prometheus metrics to PATH atomically (node_exporter's "
+        "textfile collector)",
+    )
+
+    run = command(
+        "run",
+        cmd_run,
+        "reconcile in a loop, one cycle per interval (a service instead of cron)",
+        "Run a reconciliation cycle every --interval. SIGTERM or SIGINT stops it cleanly: the "
+        "action in flight finishes, no transaction is left open. When the database restarts the "
+        "loop logs it and retries until it is back.",
+    )
+    run.add_argument(
+        "--interval",
+        type=parse_interval,
+        default=60.0,
+        metavar="DURATION",
+        help="time between cycle starts: 60s (default), 5m, 1h, …",
+    )
+    run.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port"
+    )
+    run.add_argument(
+        "--metrics-address", default="0.0.0.0", metavar="ADDR", help="bind address for metrics"
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log every action's outcome")
+    run.add_argument("--max-cycles", type=int, help=argparse.SUPPRESS)
+
+    plan = command(
+        "plan",
+        cmd_plan,
+        "show what the next cycle would do, and why",
+        "Print prebuilds.reconciliation_actions: every action the next cycle would apply, with "
+        "its reason. Takes no lock and writes nothing.",
+    )
+    plan.add_argument("--json", action="store_true", help="one JSON document")
+
+    status = command(
+        "status",
+        cmd_status,
+        "show every pool: desired, running, eligible, and why it is blocked",
+        "Print prebuilds.preset_state: one row per preset under consideration (active with a "
+        "pool, or with prebuilds to clean up). BLOCKED says why wanted creates are held back: "
+        "paused, hard_limited (see resume-preset), backoff or capped (max_pending_creates).",
+    )
+    add_name_filters(status, template_required=False)
+    status.add_argument("--json", action="store_true", help="one JSON document")
+
+    command(
+        "pause",
+        cmd_pause,
+        "pause reconciliation (nothing is created, deleted or canceled)",
+        "Set prebuilds.settings.reconciliation_paused. Cycles keep running and recording but "
+        "apply nothing until `prebuilds resume`.",
+    )
+    command(
+        "resume",
+        cmd_resume,
+        "resume reconciliation after `prebuilds pause`",
+        "Clear prebuilds.settings.reconciliation_paused.",
+    )
+    rp = command(
+        "resume-preset",
+        cmd_resume_preset,
+        "clear a preset's hard limit after fixing its template",
+        "Ignore the failures so far of the named presets (on the template's active version) so "
+        "that their pools fill again: sets failures_reset_at to now through "
+        "prebuilds.resume_preset().",
+    )
+    add_name_filters(rp, template_required=True)
+    inv = command(
+        "invalidate",
+        cmd_invalidate,
+        "replace a template's current prebuilds (e.g. after a base image update)",
+        "Mark the current prebuilds of the named presets (on the template's active version) as "
+        "expired by setting last_invalidated_at to now: the next cycle deletes and replaces them.",
+    )
+    add_name_filters(inv, template_required=True)
+
+    hist = command(
+        "history",
+        cmd_history,
+        "show recent cycles and the actions that failed",
+        "Print the latest rows of prebuilds.reconciliation_runs, then the failed actions of "
+        "those cycles with their errors (prebuilds.reconciliation_action_log).",
+    )
+    hist.add_argument("--limit", type=int, default=10, help="cycles to show (default 10)")
+    hist.add_argument("--json", action="store_true", help="one JSON document")
 
     demo = sub.add_parser(
         "demo",
@@ -76,45 +196,53 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="use this (empty) database instead of an embedded server (default: $DATABASE_URL)",
     )
+    demo.set_defaults(handler=cmd_demo, log_format="text")
 
-    with_db(
-        sub.add_parser(
-            "migrate",
-            help="apply the schema migrations (same as `alembic upgrade head`)",
-            description="Bring the prebuilds schema to the revision this driver needs.",
-        )
+    command(
+        "migrate",
+        cmd_migrate,
+        "apply the schema migrations (same as `alembic upgrade head`)",
+        "Bring the prebuilds schema to the revision this driver needs.",
     )
 
     freeze = sub.add_parser(
         "freeze",
-        help="(development) freeze db/ as a migration's SQL",
-        description="Freeze db/ objects into the SQL of an Alembic revision. Without OBJECT, "
-        "all of db/ becomes alembic/sql/REVISION_upgrade.sql (an initial revision). With "
-        "OBJECTs (paths under db/), REVISION_upgrade.sql gets their current text and "
-        "REVISION_downgrade.sql their text from the previous revision, below a marker line; "
-        "what you wrote above it (drops, alters) is kept. See README, 'Adding a migration'.",
+        help="(development) freeze db/ objects into a migration's SQL",
+        description="Freeze db/ objects into the SQL of an Alembic revision. Without OBJECT, a "
+        "revision frozen before is re-frozen with the same objects, and a new one gets all of "
+        "db/ (an initial revision). With OBJECTs (paths under db/), REVISION_upgrade.sql gets "
+        "their current text and REVISION_downgrade.sql their text from the previous revision, "
+        "below a marker line; what you wrote above it (drops, alters) is kept. Revisions older "
+        "than head are refused. See README, 'Adding a migration'.",
     )
-    freeze.add_argument("revision", help="revision id, e.g. 0002")
+    freeze.add_argument("revision", help="revision id, e.g. 0003")
     freeze.add_argument(
         "objects", nargs="*", metavar="OBJECT", help="db/ file that the revision changes"
     )
+    freeze.set_defaults(handler=cmd_freeze, log_format="text")
     return parser
+
+
+def add_name_filters(p: argparse.ArgumentParser, *, template_required: bool) -> None:
+    p.add_argument("--organization", metavar="NAME", help="organization name")
+    p.add_argument("--template", required=template_required, metavar="NAME", help="template name")
+    p.add_argument("--preset", metavar="NAME", help="preset name (default: all of them)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="prebuilds: %(levelname)s: %(message)s")
-    log.setLevel(logging.INFO)
+    configure(args.log_format)
     try:
-        return dispatch(args)
+        code: int = args.handler(args)
+        return code
     except CannotRun as exc:
-        print(f"prebuilds: cannot run: {exc}", file=sys.stderr)
+        log.error("cannot run: %s", exc, extra={"event": "cannot_run"})
         return EXIT_CANNOT_RUN
     except psycopg.Error as exc:
-        print(f"prebuilds: cannot run: database error: {first_line(exc)}", file=sys.stderr)
+        log.error("cannot run: database error: %s", first_line(exc), extra={"event": "cannot_run"})
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
-        print("prebuilds: interrupted", file=sys.stderr)
+        log.error("interrupted")
         return 130
 
 
@@ -125,60 +253,283 @@ def require_url(args: argparse.Namespace) -> str:
     return url
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    if args.command == "reconcile":
-        url = require_url(args)
-        if args.dry_run:
-            print(format_plan(plan_only(url)))
-            return EXIT_OK
-        return reconcile(url, verbose=args.verbose)
-    if args.command == "demo":
-        from driver.demo import run_demo
-
-        return run_demo(args.database_url, sys.stdout)
-    if args.command == "migrate":
-        migrations.upgrade(require_url(args))
-        print(f"prebuilds: schema at revision {migrations.head_revision()}")
-        return EXIT_OK
-    if args.command == "freeze":
-        try:
-            paths = migrations.freeze(args.revision, args.objects)
-        except ValueError as exc:
-            raise CannotRun(str(exc)) from exc
-        for path in paths:
-            print(f"prebuilds: wrote {path}")
-        return EXIT_OK
-    raise AssertionError(args.command)
+# --- reconciling -------------------------------------------------------------------------------
 
 
-def reconcile(url: str, *, verbose: bool) -> int:
+def outcome_reporter(verbose: bool) -> Callable[[Outcome], None]:
     def report(outcome: Outcome) -> None:
-        if verbose or outcome.outcome == "failed":
-            print(
-                format_outcome(outcome),
-                file=sys.stderr if outcome.outcome == "failed" else sys.stdout,
-            )
+        fields = {
+            "event": "action",
+            "seq": outcome.action.seq,
+            "action": outcome.action.action,
+            "outcome": outcome.outcome,
+            "preset_id": str(outcome.action.preset_id),
+            "workspace_id": str(outcome.workspace_id or outcome.action.workspace_id or ""),
+        }
+        if outcome.outcome == "failed":
+            log.warning(format_outcome(outcome), extra={**fields, "error": outcome.error})
+        elif verbose:
+            log.info(format_outcome(outcome), extra=fields)
 
-    result = run_cycle(url, on_outcome=report)
-    print(summary(result))
+    return report
+
+
+def report_cycle(result: CycleResult) -> None:
+    fields: dict[str, Any] = {"event": "cycle", "status": result.status, "run_id": result.run_id}
+    if result.status == "done":
+        fields.update(
+            applied=result.tally("applied"),
+            skipped=result.tally("skipped"),
+            failed=result.failed,
+            plan_ms=round(result.plan_seconds * 1000, 1),
+            apply_ms=round(result.apply_seconds * 1000, 1),
+            interrupted=result.interrupted,
+        )
+    log.info(summary(result), extra=fields)
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    url = require_url(args)
+    if args.dry_run:
+        print(format_plan(plan_only(url)))
+        return EXIT_OK
+    started = time.monotonic()
+    result = run_cycle(url, on_outcome=outcome_reporter(args.verbose))
+    report_cycle(result)
+    if args.metrics_file:
+        from driver.loop import refresh_metrics
+
+        metrics = Metrics()
+        metrics.observe(result, time.monotonic() - started)
+        refresh_metrics(url, metrics)
+        metrics.write_textfile(args.metrics_file)
     return result.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from driver.loop import StopFlag, run_loop
+
+    url = require_url(args)
+    metrics = Metrics()
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(args.metrics_port, args.metrics_address, registry=metrics.registry)
+        except OSError as exc:
+            raise CannotRun(f"cannot serve metrics on port {args.metrics_port}: {exc}") from exc
+        log.info("serving metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+    stop = StopFlag()
+    stop.install()
+    log.info(
+        "reconciling every %g s; SIGTERM or Ctrl-C stops after the action in flight",
+        args.interval,
+        extra={"event": "started", "interval_s": args.interval},
+    )
+    return run_loop(
+        url,
+        args.interval,
+        metrics=metrics,
+        report=report_cycle,
+        on_outcome=outcome_reporter(args.verbose),
+        stop=stop.event,
+        max_cycles=args.max_cycles,
+    )
 
 
 def summary(result: CycleResult) -> str:
     if result.status == "lock_busy":
-        return "prebuilds: another reconciler holds the lock; nothing done"
+        return "another reconciler holds the lock; nothing done"
     if result.status == "paused":
         return (
-            f"prebuilds: run {result.run_id}: reconciliation is paused "
+            f"run {result.run_id}: reconciliation is paused "
             "(prebuilds.settings.reconciliation_paused); nothing done"
         )
     kinds = ", ".join(f"{result.tally('applied', k)} {k}" for k in ("cancel", "delete", "create"))
-    return (
-        f"prebuilds: run {result.run_id}: applied {kinds}; "
+    text = (
+        f"run {result.run_id}: applied {kinds}; "
         f"{result.tally('skipped')} skipped, {result.failed} failed, "
         f"{result.tally('noted')} presets in backoff "
         f"(plan {result.plan_seconds * 1000:.0f} ms, apply {result.apply_seconds * 1000:.0f} ms)"
     )
+    if result.interrupted:
+        text += "; interrupted, the rest is left for the next cycle"
+    return text
+
+
+# --- operator commands -------------------------------------------------------------------------
+
+
+def operator_connection(args: argparse.Namespace) -> psycopg.Connection[Any]:
+    """A connection for the operator commands, refused when the schema is not the driver's."""
+    conn = connect(require_url(args), "prebuilds-cli")
+    try:
+        check_schema(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, default=str))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = plan_only(require_url(args))
+    if args.json:
+        print_json({"paused": plan.paused, "actions": [asdict(a) for a in plan.actions]})
+    else:
+        print(format_plan(plan))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with operator_connection(args) as conn:
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                query("status"),
+                {
+                    "organization": args.organization,
+                    "template": args.template,
+                    "preset": args.preset,
+                },
+            )
+            .fetchall()
+        )
+    if args.json:
+        print_json(rows)
+    else:
+        print(format_status(rows, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    return EXIT_OK
+
+
+def set_paused(args: argparse.Namespace, paused: bool) -> int:
+    with operator_connection(args) as conn:
+        conn.execute(query("set_paused"), {"paused": paused})
+        conn.commit()
+    log.info(
+        "reconciliation %s"
+        % ("paused: cycles apply nothing until `prebuilds resume`" if paused else "resumed"),
+        extra={"event": "paused" if paused else "resumed"},
+    )
+    return EXIT_OK
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return set_paused(args, True)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return set_paused(args, False)
+
+
+def find_presets(conn: psycopg.Connection[Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = (
+        conn.cursor(row_factory=dict_row)
+        .execute(
+            query("find_active_presets"),
+            {"organization": args.organization, "template": args.template, "preset": args.preset},
+        )
+        .fetchall()
+    )
+    wanted = f"template {args.template!r}" + (f", preset {args.preset!r}" if args.preset else "")
+    if args.organization:
+        wanted += f" in organization {args.organization!r}"
+    if not rows:
+        raise CannotRun(f"no preset on the active version of {wanted}")
+    organizations = {r["organization_name"] for r in rows}
+    if len(organizations) > 1:
+        raise CannotRun(
+            f"{wanted} exists in several organizations ({', '.join(sorted(organizations))}): "
+            "pass --organization"
+        )
+    return rows
+
+
+def path(row: dict[str, Any]) -> str:
+    return (
+        f"{row['organization_name']}/{row['template_name']}@{row['template_version_name']}"
+        f"/{row['preset_name']}"
+    )
+
+
+def cmd_resume_preset(args: argparse.Namespace) -> int:
+    with operator_connection(args) as conn:
+        presets = find_presets(conn, args)
+        for row in presets:
+            conn.execute(query("resume_preset"), {"preset_id": row["preset_id"]})
+        conn.commit()
+    for row in presets:
+        log.info(
+            "resumed %s: earlier failures no longer count",
+            path(row),
+            extra={"event": "preset_resumed", "preset_id": str(row["preset_id"])},
+        )
+    return EXIT_OK
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    with operator_connection(args) as conn:
+        presets = find_presets(conn, args)
+        conn.execute(query("invalidate_presets"), {"preset_ids": [r["preset_id"] for r in presets]})
+        conn.commit()
+    for row in presets:
+        log.info(
+            "invalidated %s: its current prebuilds are replaced by the next cycle",
+            path(row),
+            extra={"event": "preset_invalidated", "preset_id": str(row["preset_id"])},
+        )
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise CannotRun("--limit must be at least 1")
+    with operator_connection(args) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        runs = cur.execute(query("history_runs"), {"limit": args.limit}).fetchall()
+        since = min((r["id"] for r in runs), default=0)
+        failures = cur.execute(
+            query("history_failures"), {"since_run": since, "limit": 100}
+        ).fetchall()
+    if args.json:
+        print_json({"runs": runs, "failed_actions": failures})
+    else:
+        print(format_history(runs, failures))
+    return EXIT_OK
+
+
+# --- setup and development ---------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from driver.demo import run_demo
+
+    return run_demo(args.database_url, sys.stdout)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    try:
+        migrations.upgrade(require_url(args))
+    except SQLAlchemyError as exc:
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+        raise CannotRun(f"migration failed, nothing changed: {first_line(cause)}") from exc
+    log.info("schema at revision %s", migrations.head_revision())
+    return EXIT_OK
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    try:
+        paths = migrations.freeze(args.revision, args.objects)
+    except ValueError as exc:
+        raise CannotRun(str(exc)) from exc
+    for written in paths:
+        log.info("wrote %s", written)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

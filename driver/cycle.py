@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -83,6 +84,25 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
     return plan
 
 
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Raise CannotRun unless the schema is at the driver's revision (for commands without a
+    plan read, which carries its own check)."""
+    try:
+        row = conn.execute(query("schema_revision")).fetchone()
+    except _SCHEMA_ERRORS as exc:
+        conn.rollback()
+        raise CannotRun(
+            f"the prebuilds schema is not installed ({first_line(exc)}); run `alembic upgrade head`"
+        ) from exc
+    conn.rollback()
+    revision = row[0] if row else None
+    if revision != EXPECTED_REVISION:
+        raise CannotRun(
+            f"the database schema is at revision {revision}, this driver needs "
+            f"{EXPECTED_REVISION}; run `alembic upgrade head` (or upgrade the driver)"
+        )
+
+
 def plan_only(url: str) -> Plan:
     """Read the plan without the lock and without writing anything (``--dry-run``)."""
     with connect(url) as conn:
@@ -96,8 +116,13 @@ def run_cycle(
     url: str,
     *,
     on_outcome: Callable[[Outcome], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> CycleResult:
-    """Run one cycle against ``url``; see the module docstring."""
+    """Run one cycle against ``url``; see the module docstring.
+
+    When ``stop`` is set during the cycle, the actions in flight finish, the rest are left for
+    the next cycle, and the run is recorded as interrupted.
+    """
     started = time.perf_counter()
     with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -110,7 +135,7 @@ def run_cycle(
             plan_seconds = time.perf_counter() - started
             # The writes happen while this transaction (and so the lock) is still open.
             with open_write_pool(url) as pool:
-                return apply_plan(pool, plan, plan_seconds, on_outcome)
+                return apply_plan(pool, plan, plan_seconds, on_outcome, stop)
 
 
 def open_write_pool(url: str) -> ConnectionPool[Any]:
@@ -140,8 +165,9 @@ def apply_plan(
     plan: Plan,
     plan_seconds: float,
     on_outcome: Callable[[Outcome], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> CycleResult:
-    """Record a run, apply its actions in two phases, record how it ended."""
+    """Record a run, apply its actions in two phases, record how it ended, prune old runs."""
     started = time.perf_counter()
     with pool.connection() as conn:
         row = conn.execute(
@@ -158,25 +184,46 @@ def apply_plan(
 
     outcomes: list[Outcome] = []
     error: str | None = None
+    interrupted = False
     try:
         if not plan.paused:
             removals = [a for a in plan.actions if a.action in ("cancel", "delete")]
             creates = [a for a in plan.actions if a.action == "create"]
             notes = [a for a in plan.actions if a.action == "backoff"]
+
+            def apply_unless_stopped(action: PlannedAction) -> Outcome | None:
+                if stop is not None and stop.is_set():
+                    return None
+                return apply_action(pool, run_id, action)
+
             with ThreadPoolExecutor(WRITE_POOL_SIZE, thread_name_prefix="apply") as workers:
                 # Cancels and deletes all finish before the first create starts.
                 for phase in (removals, creates):
-                    for outcome in workers.map(lambda a: apply_action(pool, run_id, a), phase):
+                    for outcome in workers.map(apply_unless_stopped, phase):
+                        if outcome is None:
+                            interrupted = True
+                            continue
                         outcomes.append(outcome)
                         if on_outcome:
                             on_outcome(outcome)
-            outcomes.extend(note_actions(pool, run_id, notes))
+            for outcome in note_actions(pool, run_id, notes):
+                outcomes.append(outcome)
+                if on_outcome:
+                    on_outcome(outcome)
     except BaseException as exc:
         error = f"cycle interrupted: {first_line(exc)}"
         raise
     finally:
         failed = sum(1 for o in outcomes if o.outcome == "failed")
-        status = "paused" if plan.paused else ("failed" if failed or error else "succeeded")
+        status = (
+            "paused"
+            if plan.paused
+            else "failed"
+            if failed or error
+            else "interrupted"
+            if interrupted
+            else "succeeded"
+        )
         try:
             with pool.connection() as conn:
                 conn.execute(
@@ -190,6 +237,9 @@ def apply_plan(
                         "error": error,
                     },
                 )
+                pruned = conn.execute(query("prune_runs")).rowcount
+                if pruned:
+                    log.debug("pruned %s runs older than settings.run_retention", pruned)
         except (psycopg.Error, PoolTimeout) as exc:
             log.error("could not record the end of run %s: %s", run_id, first_line(exc))
     return CycleResult(
@@ -197,6 +247,7 @@ def apply_plan(
         plan=plan,
         run_id=run_id,
         outcomes=tuple(outcomes),
+        interrupted=interrupted,
         plan_seconds=plan_seconds,
         apply_seconds=time.perf_counter() - started,
     )

@@ -57,8 +57,9 @@ def sections(script: str) -> dict[str, str]:
     """Split a frozen script back into ``{path relative to db/: section text}``."""
     marks = list(SECTION.finditer(script))
     return {
-        m[1]: script[m.start() : marks[i + 1].start() if i + 1 < len(marks) else len(script)]
-        .rstrip()
+        m[1]: script[
+            m.start() : marks[i + 1].start() if i + 1 < len(marks) else len(script)
+        ].rstrip()
         + "\n"
         for i, m in enumerate(marks)
     }

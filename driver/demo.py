@@ -7,6 +7,7 @@ job queue through the provisioner-side functions only.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -61,19 +62,50 @@ def seed(conn: psycopg.Connection[Any], say: Callable[[str], None]) -> None:
     )
 
 
-def converge(url: str, say: Callable[[str], None]) -> int:
+class Display:
+    """Plain lines when piped; on a terminal, a live view redrawn after every cycle."""
+
+    def __init__(self, out: TextIO, live: bool) -> None:
+        self.out = out
+        self.live = live
+        self.lines: list[str] = []
+
+    def say(self, line: str, *, detail: bool = False) -> None:
+        """Print a line; ``detail`` lines (each action) only appear in plain mode."""
+        if not self.live:
+            print(line, file=self.out, flush=True)
+        elif not detail:
+            self.lines.append(line)
+
+    def redraw(self, state: str) -> None:
+        if self.live:
+            # Clear the screen and home the cursor, then the story so far and the pools now.
+            print("\x1b[2J\x1b[H" + "\n".join(self.lines[-25:]), file=self.out)
+            print("\n" + state, file=self.out, flush=True)
+
+
+def state_table(conn: psycopg.Connection[Any]) -> str:
+    cur = conn.execute(query("preset_state"))
+    names = [d.name for d in cur.description or []]
+    return format_state_table(names, cur.fetchall())
+
+
+def converge(url: str, display: Display) -> int:
     """Alternate cycles and provisioner runs until a cycle finds nothing to do."""
     with psycopg.connect(url, autocommit=True, application_name="prebuilds-demo") as conn:
         flaky = [r[0] for r in conn.execute(_q("flaky_presets")).fetchall()]
         provisioner = SimulatedProvisioner(conn, "demo-provisioner", failing_presets=flaky)
         for cycle in range(1, MAX_CYCLES + 1):
             result = run_cycle(url)
-            say(cycle_line(cycle, result))
+            display.say(cycle_line(cycle, result))
             for outcome in result.outcomes:
-                say("    " + format_outcome(outcome))
+                display.say("    " + format_outcome(outcome), detail=True)
             jobs = provisioner.drain()
             if jobs:
-                say("  provisioner: " + ", ".join(f"{n} {k}" for k, n in sorted(jobs.items())))
+                display.say(
+                    "  provisioner: " + ", ".join(f"{n} {k}" for k, n in sorted(jobs.items()))
+                )
+            display.redraw(state_table(conn))
             if result.failed:
                 return 1
             work = sum(1 for o in result.outcomes if o.outcome in ("applied", "skipped"))
@@ -82,12 +114,13 @@ def converge(url: str, say: Callable[[str], None]) -> int:
             row = conn.execute(_q("next_backoff")).fetchone()
             until = row[0] if row else None
             if until is None:
-                say(f"converged after {cycle} cycles")
+                display.say(f"converged after {cycle} cycles")
                 return 0
             wait = max((until - datetime.now(UTC)).total_seconds(), 0) + 0.1
-            say(f"  waiting {wait:.1f}s for backoff to end")
+            display.say(f"  waiting {wait:.1f}s for backoff to end")
+            display.redraw(state_table(conn))
             time.sleep(wait)
-    say(f"did not converge within {MAX_CYCLES} cycles")
+    display.say(f"did not converge within {MAX_CYCLES} cycles")
     return 1
 
 
@@ -106,34 +139,30 @@ def cycle_line(n: int, result: CycleResult) -> str:
 
 
 def run_demo(url: str | None, out: TextIO) -> int:
-    def say(line: str) -> None:
-        print(line, file=out, flush=True)
-
+    display = Display(out, live=out.isatty() and os.environ.get("TERM") != "dumb")
     if url:
-        say(f"using DATABASE_URL={redact(url)}")
-        return _demo(url, say)
+        display.say(f"using DATABASE_URL={redact(url)}")
+        return _demo(url, display)
     from driver.embedded import EmbeddedUnavailable, embedded_server
 
     try:
         with embedded_server() as embedded_url:
-            say("started an embedded PostgreSQL 18 (deleted on exit)")
-            return _demo(embedded_url, say)
+            display.say("started an embedded PostgreSQL 18 (deleted on exit)")
+            return _demo(embedded_url, display)
     except EmbeddedUnavailable as exc:
         raise CannotRun(str(exc)) from exc
 
 
-def _demo(url: str, say: Callable[[str], None]) -> int:
+def _demo(url: str, display: Display) -> int:
     migrations.upgrade(url)
-    say(f"schema at revision {migrations.EXPECTED_REVISION} (alembic upgrade head)")
+    display.say(f"schema at revision {migrations.EXPECTED_REVISION} (alembic upgrade head)")
     with connect(url, "prebuilds-demo") as conn:
         conn.autocommit = True
-        seed(conn, say)
-    code = converge(url, say)
+        seed(conn, display.say)
+    code = converge(url, display)
     with connect(url, "prebuilds-demo") as conn:
         conn.autocommit = True
-        rows = conn.execute(query("preset_state")).fetchall()
-        names = [d.name for d in conn.execute(query("preset_state")).description or []]
-    say("")
-    say("final prebuilds.preset_state:")
-    say(format_state_table(names, rows))
+        final = state_table(conn)
+    display.live = False
+    print("\nfinal prebuilds.preset_state:\n" + final, file=display.out, flush=True)
     return code

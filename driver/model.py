@@ -100,6 +100,7 @@ class CycleResult:
     plan: Plan | None = None
     run_id: int | None = None
     outcomes: tuple[Outcome, ...] = field(default_factory=tuple)
+    interrupted: bool = False
     plan_seconds: float = 0.0
     apply_seconds: float = 0.0
 

@@ -118,3 +118,132 @@ select
     blocked_reason,
     creates_planned
 from prebuilds.preset_state;
+
+-- name: prune_runs
+-- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle so
+-- a long backlog is worked off over a few cycles rather than in one long transaction.
+with expired as (
+    select r.id
+    from prebuilds.reconciliation_runs as r
+    where r.started_at < now() - (select s.run_retention from prebuilds.settings as s)
+    order by r.id
+    limit 1000
+)
+
+delete from prebuilds.reconciliation_runs as r
+using expired
+where r.id = expired.id;
+
+-- name: metrics_presets
+select
+    organization_name,
+    template_name,
+    preset_name,
+    desired,
+    actual as running,
+    eligible,
+    expired,
+    starting,
+    blocked_reason
+from prebuilds.preset_state;
+
+-- name: metrics_counters
+select
+    coalesce(sum(created), 0)::bigint as created,
+    coalesce(sum(failed), 0)::bigint as failed,
+    coalesce(sum(claimed), 0)::bigint as claimed
+from prebuilds.preset_counters;
+
+-- name: status
+-- `prebuilds status`: preset_state, optionally narrowed by names.
+select
+    preset_id,
+    organization_name,
+    template_name,
+    template_version_name,
+    preset_name,
+    is_active,
+    desired,
+    actual,
+    eligible,
+    expired,
+    extraneous,
+    starting,
+    stopping,
+    deleting,
+    pending_cancelable,
+    failures,
+    backoff_until,
+    hard_limited,
+    blocked_reason,
+    creates_planned,
+    schedule_note
+from prebuilds.preset_state
+where
+    (%(organization)s::text is null or organization_name = %(organization)s)
+    and (%(template)s::text is null or template_name = %(template)s)
+    and (%(preset)s::text is null or preset_name = %(preset)s);
+
+-- name: set_paused
+update prebuilds.settings set reconciliation_paused = %(paused)s
+returning reconciliation_paused;
+
+-- name: find_active_presets
+-- Presets of a template's active version, by name, for the operator commands.
+select
+    p.id as preset_id,
+    o.name as organization_name,
+    t.name as template_name,
+    v.name as template_version_name,
+    p.name as preset_name
+from prebuilds.templates as t
+inner join prebuilds.organizations as o on t.organization_id = o.id
+inner join prebuilds.template_versions as v on t.active_version_id = v.id
+inner join prebuilds.presets as p on v.id = p.template_version_id
+where
+    not t.deleted
+    and t.name = %(template)s
+    and (%(organization)s::text is null or o.name = %(organization)s)
+    and (%(preset)s::text is null or p.name = %(preset)s)
+order by o.name, p.name;
+
+-- name: resume_preset
+select prebuilds.resume_preset(%(preset_id)s) as resumed;
+
+-- name: invalidate_presets
+-- Prebuilds created before now expire: the next cycle deletes and replaces them.
+update prebuilds.presets
+set last_invalidated_at = now()
+where id = any(%(preset_ids)s)
+returning id;
+
+-- name: history_runs
+select
+    id,
+    started_at,
+    finished_at,
+    status,
+    actions_planned,
+    actions_applied,
+    actions_skipped,
+    actions_failed,
+    plan_ms,
+    error
+from prebuilds.reconciliation_runs
+order by id desc
+limit %(limit)s;
+
+-- name: history_failures
+select
+    l.run_id,
+    l.seq,
+    l.action,
+    l.preset_id,
+    l.workspace_id,
+    l.reason,
+    l.error,
+    l.finished_at
+from prebuilds.reconciliation_action_log as l
+where l.outcome = 'failed' and l.run_id >= %(since_run)s
+order by l.run_id desc, l.seq
+limit %(limit)s;

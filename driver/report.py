@@ -114,3 +114,99 @@ STATE_HEADERS = (
 def format_state_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     index = [names.index(c) for c in STATE_COLUMNS]
     return table(STATE_HEADERS, [[row[i] for i in index] for row in rows])
+
+
+STATUS_COLUMNS = (
+    ("organization_name", "ORG"),
+    ("template_name", "TEMPLATE"),
+    ("template_version_name", "VERSION"),
+    ("preset_name", "PRESET"),
+    ("blocked_reason", "BLOCKED"),
+    ("is_active", "ACTIVE"),
+    ("desired", "DESIRED"),
+    ("actual", "RUNNING"),
+    ("eligible", "ELIGIBLE"),
+    ("expired", "EXPIRED"),
+    ("extraneous", "SURPLUS"),
+    ("starting", "STARTING"),
+    ("stopping", "STOPPING"),
+    ("deleting", "DELETING"),
+    ("pending_cancelable", "TO_CANCEL"),
+    ("failures", "FAILURES"),
+    ("backoff_until", "BACKOFF_UNTIL"),
+    ("schedule_note", "SCHEDULE"),
+)
+
+_RED, _YELLOW, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[0m"
+
+
+def format_status(rows: Sequence[dict[str, Any]], *, color: bool = False) -> str:
+    """preset_state as a table; BLOCKED comes right after the names so it is seen first."""
+    if not rows:
+        return "no preset under consideration (no active pools, nothing to clean up)"
+    text = table([h for _, h in STATUS_COLUMNS], [[r[c] for c, _ in STATUS_COLUMNS] for r in rows])
+    if not color:
+        return text
+    lines = text.splitlines()
+    for i, row in enumerate(rows, start=2):
+        if row["blocked_reason"] in ("hard_limited", "paused"):
+            lines[i] = _RED + lines[i] + _RESET
+        elif row["blocked_reason"]:
+            lines[i] = _YELLOW + lines[i] + _RESET
+    return "\n".join(lines)
+
+
+def format_history(runs: Sequence[dict[str, Any]], failures: Sequence[dict[str, Any]]) -> str:
+    if not runs:
+        return "no recorded cycles"
+    parts = [
+        table(
+            [
+                "RUN",
+                "STARTED",
+                "STATUS",
+                "PLANNED",
+                "APPLIED",
+                "SKIPPED",
+                "FAILED",
+                "PLAN_MS",
+                "ERROR",
+            ],
+            [
+                [
+                    r["id"],
+                    r["started_at"],
+                    r["status"],
+                    r["actions_planned"],
+                    r["actions_applied"],
+                    r["actions_skipped"],
+                    r["actions_failed"],
+                    None if r["plan_ms"] is None else round(r["plan_ms"]),
+                    r["error"],
+                ]
+                for r in runs
+            ],
+        )
+    ]
+    if failures:
+        parts.append("failed actions:")
+        parts.append(
+            table(
+                ["RUN", "SEQ", "ACTION", "PRESET", "WORKSPACE", "ERROR", "REASON"],
+                [
+                    [
+                        f["run_id"],
+                        f["seq"],
+                        f["action"],
+                        f["preset_id"],
+                        f["workspace_id"],
+                        f["error"],
+                        f["reason"],
+                    ]
+                    for f in failures
+                ],
+            )
+        )
+    else:
+        parts.append("no failed actions in these cycles")
+    return "\n\n".join(parts)
