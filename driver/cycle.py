@@ -241,7 +241,12 @@ def apply_plan(
                 if pruned:
                     log.debug("pruned %s runs older than settings.run_retention", pruned)
         except (psycopg.Error, PoolTimeout) as exc:
-            log.error("could not record the end of run %s: %s", run_id, first_line(exc))
+            log.error(
+                "could not record the end of run %s: %s",
+                run_id,
+                first_line(exc),
+                extra={"event": "run_record_error", "run_id": run_id, "error": first_line(exc)},
+            )
     return CycleResult(
         status="paused" if plan.paused else "done",
         plan=plan,
@@ -275,12 +280,18 @@ def apply_action(pool: ConnectionPool[Any], run_id: int, action: PlannedAction) 
         return Outcome(action, outcome, row[1])
     except (psycopg.Error, PoolTimeout) as exc:
         message = first_line(exc)
-        log.warning("action %s %s failed: %s", action.seq, action.action, message)
+        # Debug only: the failure is returned (and reported once by the caller's on_outcome).
+        log.debug("action %s %s failed: %s", action.seq, action.action, message)
         try:
             with pool.connection() as conn:
                 conn.execute(query("log_action"), {**params, "outcome": "failed", "error": message})
         except (psycopg.Error, PoolTimeout) as log_exc:
-            log.error("could not log the failure of action %s: %s", action.seq, log_exc)
+            log.error(
+                "could not log the failure of action %s: %s",
+                action.seq,
+                log_exc,
+                extra={"event": "action_log_error", "run_id": run_id, "seq": action.seq},
+            )
         return Outcome(action, "failed", action.workspace_id, message)
 
 
