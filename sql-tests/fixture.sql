@@ -268,3 +268,46 @@ as $$
     left join prebuilds.workspaces as w on w.id = ra.workspace_id
     order by ra.seq;
 $$;
+
+-- Schedules (SPEC 4.3) ---------------------------------------------------------------------------
+
+-- Sets a preset's scheduling_timezone (through the validating trigger) and returns the preset id,
+-- so that it chains: fixture.timezone(fixture.active_preset('t', 1), 'Europe/Berlin').
+create function fixture.timezone(p_preset_id uuid, p_timezone text)
+returns uuid
+language sql
+as $$
+    update prebuilds.presets set scheduling_timezone = p_timezone
+    where id = p_preset_id
+    returning id;
+$$;
+
+-- A schedule of a preset: p_desired prebuilds while p_expression matches (validated on insert).
+create function fixture.schedule(p_preset_id uuid, p_expression text, p_desired int)
+returns uuid
+language sql
+as $$
+    insert into prebuilds.preset_schedules (preset_id, cron_expression, desired_instances)
+    values (p_preset_id, p_expression, p_desired)
+    returning id;
+$$;
+
+-- A preset's pool as the plan sees it at p_now: desired and schedule_note from preset_state_at,
+-- and how many `create` rows reconciliation_actions_at plans for it. Every preset under
+-- consideration when p_preset_id is null.
+create function fixture.pool(p_now timestamptz, p_preset_id uuid default null)
+returns table (desired int, creates int, schedule_note text)
+language sql
+as $$
+    select
+        ps.desired,
+        (
+            select count(*)::int
+            from prebuilds.reconciliation_actions_at(p_now) as ra
+            where ra.preset_id = ps.preset_id and ra.action = 'create'
+        ),
+        ps.schedule_note
+    from prebuilds.preset_state_at(p_now) as ps
+    where p_preset_id is null or ps.preset_id = p_preset_id
+    order by ps.preset_name, ps.preset_id;
+$$;

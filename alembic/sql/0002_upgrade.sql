@@ -76,18 +76,51 @@ comment on function prebuilds.timezone_error(text) is
 'Null when p_timezone is a time zone this server knows; otherwise why it cannot be used.';
 
 -- >>> db/functions/check_preset_timezone.sql
--- Trigger function: a preset's scheduling_timezone must be '' (no schedules) or a zone this server
--- knows. Called by the trigger presets_check_timezone.
+-- Trigger function: a preset's scheduling_timezone must be '' (no schedules) or an IANA time zone
+-- name this server knows (SPEC 2). Called by the trigger presets_check_timezone.
+-- PostgreSQL's `at time zone` (what timezone_error asks) also takes abbreviations ('PST': a fixed
+-- offset, without daylight saving time), POSIX specs ('UTC+3', which it reads as three hours
+-- *west* of Greenwich) and names in any case. A name is an IANA name when the TimeZone setting
+-- accepts it and spells it the same way (it answers a zone file's own spelling, and rejects
+-- abbreviations); a name with digits may be a POSIX spec or an offset, and is looked up in
+-- pg_timezone_names (which reads every zone file: tens of milliseconds, so only for those).
 
 create function prebuilds.check_preset_timezone()
 returns trigger
 language plpgsql
 set search_path = ''
+-- Restores the session's TimeZone when the function returns: set_config below changes it.
+set timezone = 'UTC'
 as $$
+declare
+    v_zone text := new.scheduling_timezone;
+    v_error text;
+    v_spelling text;
 begin
-    if new.scheduling_timezone <> '' and prebuilds.timezone_error(new.scheduling_timezone) is not null then
-        raise exception 'invalid preset %: %', quote_literal(new.name),
-            prebuilds.timezone_error(new.scheduling_timezone)
+    if v_zone = '' or (tg_op = 'UPDATE' and v_zone = old.scheduling_timezone) then
+        return new;
+    end if;
+    v_error := prebuilds.timezone_error(v_zone);
+    if v_error is null then
+        begin
+            perform pg_catalog.set_config('TimeZone', v_zone, true);
+            v_spelling := pg_catalog.current_setting('TimeZone');
+        exception
+            when invalid_parameter_value then
+                v_spelling := null;
+        end;
+        if v_spelling ~ '[0-9]' and not exists (
+            select from pg_catalog.pg_timezone_names as z where z.name = v_spelling
+        ) then
+            v_spelling := null;
+        end if;
+        if v_spelling is distinct from v_zone then
+            v_error := quote_literal(v_zone) || ' is not an IANA time zone name'
+                || coalesce(' (did you mean ' || quote_literal(v_spelling) || '?)', '');
+        end if;
+    end if;
+    if v_error is not null then
+        raise exception 'invalid preset %: %', quote_literal(new.name), v_error
             using errcode = 'check_violation',
                   hint = 'Use an IANA name such as Europe/Paris, or '''' for no schedules.';
     end if;
@@ -96,7 +129,7 @@ end;
 $$;
 
 comment on function prebuilds.check_preset_timezone() is
-'Trigger: rejects a scheduling_timezone the server does not know.';
+'Trigger: rejects a scheduling_timezone that is not an IANA time zone name the server knows.';
 
 -- >>> db/triggers/presets_check_timezone.sql
 -- Time zones are validated when written (SPEC 4.3).
@@ -106,7 +139,7 @@ before insert or update of scheduling_timezone on prebuilds.presets
 for each row execute function prebuilds.check_preset_timezone();
 
 comment on trigger presets_check_timezone on prebuilds.presets is
-'Rejects a scheduling_timezone the server does not know.';
+'Rejects a scheduling_timezone that is not an IANA time zone name the server knows.';
 
 -- >>> db/functions/cron_field_matches.sql
 -- One field of a schedule's cron expression against one calendar value (SPEC 4.3).
@@ -142,7 +175,9 @@ comment on function prebuilds.cron_field_matches(text, int, bool) is
 -- >>> db/functions/cron_expression_error.sql
 -- Validation of a schedule's cron expression (SPEC 4.3): null when valid, else what is wrong.
 -- Used when schedules are written (trigger on preset_schedules) and by preset_plan_at, which falls
--- back to desired_instances when bad data is present anyway.
+-- back to desired_instances when bad data is present anyway. Fields are separated by any
+-- whitespace (spaces, tabs); whitespace around the expression, such as a pasted newline, is
+-- ignored, as cron_matches and schedules_overlap ignore it.
 
 create function prebuilds.cron_expression_error(p_expression text)
 returns text
@@ -159,7 +194,11 @@ begin atomic
             (array[0, 0, 1, 1, 0])[f.n] as low,
             (array[59, 23, 31, 12, 7])[f.n] as high
         from
-            unnest(regexp_split_to_array(btrim(coalesce(p_expression, '')), '\s+'))
+            unnest(
+                regexp_split_to_array(
+                    regexp_replace(coalesce(p_expression, ''), '^\s+|\s+$', '', 'g'), '\s+'
+                )
+            )
             with ordinality as f (field, n)
     ),
 
@@ -183,7 +222,7 @@ begin atomic
 
     select
         case
-            when btrim(coalesce(p_expression, '')) = '' then 'cron expression is empty'
+            when coalesce(p_expression, '') !~ '\S' then 'cron expression is empty'
             when (select count(*) from fields) <> 5
                 then 'cron expression needs 5 fields (minute hour day-of-month month '
                     || 'day-of-week), got ' || (select count(*) from fields) || ' in '
@@ -240,7 +279,12 @@ begin atomic
                 and prebuilds.cron_field_matches(f[5], extract(dow from local_time)::int, true)
         end as matches
     from
-        (select regexp_split_to_array(btrim(p_expression), '\s+') as f) as parsed,
+        (
+            select
+                regexp_split_to_array(
+                    regexp_replace(p_expression, '^\s+|\s+$', '', 'g'), '\s+'
+                ) as f
+        ) as parsed,
         (select p_at at time zone p_timezone as local_time) as t;
 end;
 
@@ -293,8 +337,12 @@ begin atomic
                 or prebuilds.cron_fields_overlap(a[5], b[5], 0, 6, true)
         end as overlap
     from
-        (select regexp_split_to_array(btrim(p_a), '\s+') as a) as pa,
-        (select regexp_split_to_array(btrim(p_b), '\s+') as b) as pb;
+        (
+            select regexp_split_to_array(regexp_replace(p_a, '^\s+|\s+$', '', 'g'), '\s+') as a
+        ) as pa,
+        (
+            select regexp_split_to_array(regexp_replace(p_b, '^\s+|\s+$', '', 'g'), '\s+') as b
+        ) as pb;
 end;
 
 comment on function prebuilds.schedules_overlap(text, text) is
@@ -330,9 +378,12 @@ begin
             using errcode = 'check_violation';
     end if;
 
+    -- An invalid schedule already there (written without this check) cannot be compared; it
+    -- keeps the preset's schedules ignored until it is fixed, and must not block fixing it.
     select s.cron_expression into v_other
     from prebuilds.preset_schedules as s
     where s.preset_id = new.preset_id and s.id <> new.id
+      and prebuilds.cron_expression_error(s.cron_expression) is null
       and prebuilds.schedules_overlap(s.cron_expression, new.cron_expression)
     limit 1;
     if found then

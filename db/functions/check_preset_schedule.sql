@@ -27,9 +27,12 @@ begin
             using errcode = 'check_violation';
     end if;
 
+    -- An invalid schedule already there (written without this check) cannot be compared; it
+    -- keeps the preset's schedules ignored until it is fixed, and must not block fixing it.
     select s.cron_expression into v_other
     from prebuilds.preset_schedules as s
     where s.preset_id = new.preset_id and s.id <> new.id
+      and prebuilds.cron_expression_error(s.cron_expression) is null
       and prebuilds.schedules_overlap(s.cron_expression, new.cron_expression)
     limit 1;
     if found then

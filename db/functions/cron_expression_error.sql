@@ -1,6 +1,8 @@
 -- Validation of a schedule's cron expression (SPEC 4.3): null when valid, else what is wrong.
 -- Used when schedules are written (trigger on preset_schedules) and by preset_plan_at, which falls
--- back to desired_instances when bad data is present anyway.
+-- back to desired_instances when bad data is present anyway. Fields are separated by any
+-- whitespace (spaces, tabs); whitespace around the expression, such as a pasted newline, is
+-- ignored, as cron_matches and schedules_overlap ignore it.
 
 create function prebuilds.cron_expression_error(p_expression text)
 returns text
@@ -17,7 +19,11 @@ begin atomic
             (array[0, 0, 1, 1, 0])[f.n] as low,
             (array[59, 23, 31, 12, 7])[f.n] as high
         from
-            unnest(regexp_split_to_array(btrim(coalesce(p_expression, '')), '\s+'))
+            unnest(
+                regexp_split_to_array(
+                    regexp_replace(coalesce(p_expression, ''), '^\s+|\s+$', '', 'g'), '\s+'
+                )
+            )
             with ordinality as f (field, n)
     ),
 
@@ -41,7 +47,7 @@ begin atomic
 
     select
         case
-            when btrim(coalesce(p_expression, '')) = '' then 'cron expression is empty'
+            when coalesce(p_expression, '') !~ '\S' then 'cron expression is empty'
             when (select count(*) from fields) <> 5
                 then 'cron expression needs 5 fields (minute hour day-of-month month '
                     || 'day-of-week), got ' || (select count(*) from fields) || ' in '

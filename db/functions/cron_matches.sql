@@ -21,7 +21,12 @@ begin atomic
                 and prebuilds.cron_field_matches(f[5], extract(dow from local_time)::int, true)
         end as matches
     from
-        (select regexp_split_to_array(btrim(p_expression), '\s+') as f) as parsed,
+        (
+            select
+                regexp_split_to_array(
+                    regexp_replace(p_expression, '^\s+|\s+$', '', 'g'), '\s+'
+                ) as f
+        ) as parsed,
         (select p_at at time zone p_timezone as local_time) as t;
 end;
 

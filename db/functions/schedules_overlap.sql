@@ -21,8 +21,12 @@ begin atomic
                 or prebuilds.cron_fields_overlap(a[5], b[5], 0, 6, true)
         end as overlap
     from
-        (select regexp_split_to_array(btrim(p_a), '\s+') as a) as pa,
-        (select regexp_split_to_array(btrim(p_b), '\s+') as b) as pb;
+        (
+            select regexp_split_to_array(regexp_replace(p_a, '^\s+|\s+$', '', 'g'), '\s+') as a
+        ) as pa,
+        (
+            select regexp_split_to_array(regexp_replace(p_b, '^\s+|\s+$', '', 'g'), '\s+') as b
+        ) as pb;
 end;
 
 comment on function prebuilds.schedules_overlap(text, text) is
