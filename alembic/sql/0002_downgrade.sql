@@ -24,6 +24,7 @@ drop function prebuilds.timezone_error(text);
 drop table prebuilds.preset_counters;
 
 alter table prebuilds.settings drop column run_retention;
+alter table prebuilds.preset_schedules drop column created_at;
 
 -- 0001 has no interrupted status; such runs did fail to finish.
 update prebuilds.reconciliation_runs set status = 'failed' where status = 'interrupted';

@@ -18,6 +18,12 @@ check (run_retention >= interval '1 hour');
 comment on column prebuilds.settings.run_retention is
 'Cycles (and their action rows) older than this are pruned by the driver.';
 
+-- The first matching schedule wins: first by when it was written.
+alter table prebuilds.preset_schedules
+add column created_at timestamptz not null default clock_timestamp();
+comment on column prebuilds.preset_schedules.created_at is
+'When the schedule was written; when two schedules match, the earlier one wins.';
+
 alter table prebuilds.reconciliation_runs
 drop constraint reconciliation_runs_status_check,
 add constraint reconciliation_runs_status_check
@@ -443,7 +449,7 @@ begin
         from prebuilds.preset_schedules as s
         where s.preset_id = p_preset_id
           and prebuilds.cron_expression_error(s.cron_expression) is not null
-        order by s.id
+        order by s.created_at, s.id
         limit 1;
     end if;
     if v_problem is null then
@@ -454,7 +460,7 @@ begin
         join prebuilds.preset_schedules as b on b.preset_id = a.preset_id and a.id < b.id
         where a.preset_id = p_preset_id
           and prebuilds.schedules_overlap(a.cron_expression, b.cron_expression)
-        order by a.id, b.id
+        order by a.created_at, a.id, b.created_at, b.id
         limit 1;
     end if;
     if v_problem is not null then
@@ -467,7 +473,7 @@ begin
     from prebuilds.preset_schedules as s
     where s.preset_id = p_preset_id
       and prebuilds.cron_matches(s.cron_expression, p_timezone, p_now)
-    order by s.id
+    order by s.created_at, s.id
     limit 1;
     if not found then
         return query select null::int, 'no schedule matches now'::text;

@@ -31,7 +31,7 @@ begin
         from prebuilds.preset_schedules as s
         where s.preset_id = p_preset_id
           and prebuilds.cron_expression_error(s.cron_expression) is not null
-        order by s.id
+        order by s.created_at, s.id
         limit 1;
     end if;
     if v_problem is null then
@@ -42,7 +42,7 @@ begin
         join prebuilds.preset_schedules as b on b.preset_id = a.preset_id and a.id < b.id
         where a.preset_id = p_preset_id
           and prebuilds.schedules_overlap(a.cron_expression, b.cron_expression)
-        order by a.id, b.id
+        order by a.created_at, a.id, b.created_at, b.id
         limit 1;
     end if;
     if v_problem is not null then
@@ -55,7 +55,7 @@ begin
     from prebuilds.preset_schedules as s
     where s.preset_id = p_preset_id
       and prebuilds.cron_matches(s.cron_expression, p_timezone, p_now)
-    order by s.id
+    order by s.created_at, s.id
     limit 1;
     if not found then
         return query select null::int, 'no schedule matches now'::text;

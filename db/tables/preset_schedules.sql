@@ -5,7 +5,8 @@ create table prebuilds.preset_schedules (
     id uuid primary key default gen_random_uuid(),
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,
     cron_expression text not null check (cron_expression <> ''),
-    desired_instances int not null check (desired_instances >= 0)
+    desired_instances int not null check (desired_instances >= 0),
+    created_at timestamptz not null default clock_timestamp()
 );
 
 create index preset_schedules_preset_id_idx on prebuilds.preset_schedules (preset_id);
@@ -20,3 +21,5 @@ comment on column prebuilds.preset_schedules.desired_instances is
 'Pool size while the expression matches.';
 comment on index prebuilds.preset_schedules_preset_id_idx is
 'Finds the schedules of one preset.';
+comment on column prebuilds.preset_schedules.created_at is
+'When the schedule was written; when two schedules match, the earlier one wins.';

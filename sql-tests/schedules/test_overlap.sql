@@ -60,16 +60,18 @@ select is(
 
 -- Coder's definition is a check on the fields, not on the calendar: `* 9 1 * 1` (the 1st, or a
 -- Monday) and `* 9 2 * *` (the 2nd) do not overlap by it, yet both match at 09:00 on Monday
--- 2 June 2025. SPEC 4.3: the first matching schedule gives desired. Schedules have no order
--- of their own: "first" is the lowest id (the ids are fixed here to make the order explicit).
+-- 2 June 2025. SPEC 4.3: the first matching schedule gives desired, first by created_at (the
+-- ids are chosen to sort the other way, so the test tells the two orders apart).
 do $$
 declare
     v_p uuid := fixture.timezone(fixture.active_preset('t', 1), 'UTC');
 begin
-    insert into prebuilds.preset_schedules (id, preset_id, cron_expression, desired_instances)
+    insert into prebuilds.preset_schedules (
+        id, preset_id, cron_expression, desired_instances, created_at
+    )
     values
-    ('00000000-0000-0000-0000-000000000002', v_p, '* 9 2 * *', 7),
-    ('00000000-0000-0000-0000-000000000001', v_p, '* 9 1 * 1', 5);
+    ('00000000-0000-0000-0000-000000000002', v_p, '* 9 1 * 1', 5, '2025-01-01 00:00Z'),
+    ('00000000-0000-0000-0000-000000000001', v_p, '* 9 2 * *', 7, '2025-01-02 00:00Z');
 end;
 $$;
 
@@ -82,7 +84,7 @@ select is(
 select results_eq(
     $$select desired, schedule_note from fixture.pool('2025-06-02 09:00Z')$$,
     $$values (5, 'schedule ''* 9 1 * 1'' in force')$$,
-    'both match Monday 2 June 09:00: the one with the lowest id gives desired'
+    'both match Monday 2 June 09:00: the one written first gives desired'
 );
 
 select * from finish();
