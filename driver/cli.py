@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot run: database error: %s", first_line(exc), extra={"event": "cannot_run"})
         return EXIT_CANNOT_RUN
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted", extra={"event": "interrupted"})
         return 130
 
 
@@ -291,6 +292,8 @@ def report_cycle(result: CycleResult) -> None:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     url = require_url(args)
     if args.dry_run:
+        if args.metrics_file:
+            raise CannotRun("--dry-run writes nothing, --metrics-file included: drop one of them")
         print(format_plan(plan_only(url)))
         return EXIT_OK
     started = time.monotonic()
@@ -302,7 +305,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         metrics = Metrics()
         metrics.observe(result, time.monotonic() - started)
         refresh_metrics(url, metrics)
-        metrics.write_textfile(args.metrics_file)
+        try:
+            metrics.write_textfile(args.metrics_file)
+        except OSError as exc:
+            raise CannotRun(f"cannot write metrics to {args.metrics_file}: {exc}") from exc
     return result.exit_code
 
 
@@ -318,7 +324,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             start_http_server(args.metrics_port, args.metrics_address, registry=metrics.registry)
         except OSError as exc:
             raise CannotRun(f"cannot serve metrics on port {args.metrics_port}: {exc}") from exc
-        log.info("serving metrics on http://%s:%d/metrics", args.metrics_address, args.metrics_port)
+        log.info(
+            "serving metrics on http://%s:%d/metrics",
+            args.metrics_address,
+            args.metrics_port,
+            extra={"event": "metrics_serving", "port": args.metrics_port},
+        )
     stop = StopFlag()
     stop.install()
     log.info(
@@ -371,8 +382,12 @@ def operator_connection(args: argparse.Namespace) -> psycopg.Connection[Any]:
     return conn
 
 
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, default=str))
+    print(json.dumps(document, indent=2, default=_json_default))
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -518,7 +533,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except SQLAlchemyError as exc:
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
         raise CannotRun(f"migration failed, nothing changed: {first_line(cause)}") from exc
-    log.info("schema at revision %s", migrations.head_revision())
+    revision = migrations.head_revision()
+    log.info("schema at revision %s", revision, extra={"event": "migrated", "revision": revision})
     return EXIT_OK
 
 
@@ -528,7 +544,7 @@ def cmd_freeze(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CannotRun(str(exc)) from exc
     for written in paths:
-        log.info("wrote %s", written)
+        log.info("wrote %s", written, extra={"event": "frozen", "path": str(written)})
     return EXIT_OK
 
 

@@ -69,6 +69,7 @@ class Display:
         self.out = out
         self.live = live
         self.lines: list[str] = []
+        self.shown = 0  # how many of self.lines the last redraw showed
 
     def say(self, line: str, *, detail: bool = False) -> None:
         """Print a line; ``detail`` lines (each action) only appear in plain mode."""
@@ -82,6 +83,15 @@ class Display:
             # Clear the screen and home the cursor, then the story so far and the pools now.
             print("\x1b[2J\x1b[H" + "\n".join(self.lines[-25:]), file=self.out)
             print("\n" + state, file=self.out, flush=True)
+            self.shown = len(self.lines)
+
+    def end_live(self) -> None:
+        """Back to plain lines, after printing what was said since the last redraw (how the
+        demo ended: converged or not)."""
+        if self.live:
+            for line in self.lines[self.shown :]:
+                print(line, file=self.out, flush=True)
+        self.live = False
 
 
 def state_table(conn: psycopg.Connection[Any]) -> str:
@@ -163,6 +173,6 @@ def _demo(url: str, display: Display) -> int:
     with connect(url, "prebuilds-demo") as conn:
         conn.autocommit = True
         final = state_table(conn)
-    display.live = False
+    display.end_live()
     print("\nfinal prebuilds.preset_state:\n" + final, file=display.out, flush=True)
     return code

@@ -75,7 +75,7 @@ def run_loop(
             wait = min(retry, interval)
             retry = min(retry * 2, interval)
             log.error(
-                "cycle failed: %s; retrying in %.0f s",
+                "cycle failed: %s; retrying in %g s",
                 message,
                 wait,
                 extra={"event": "cycle_error", "error": message},
@@ -83,7 +83,12 @@ def run_loop(
             if metrics:
                 metrics.observe_error()
         stop.wait(max(wait - (time.monotonic() - started), 0))
-    log.info("stopped after %d cycles", cycles, extra={"event": "stopped", "cycles": cycles})
+    log.info(
+        "stopped after %d cycle%s",
+        cycles,
+        "" if cycles == 1 else "s",
+        extra={"event": "stopped", "cycles": cycles},
+    )
     return 0
 
 

@@ -50,13 +50,17 @@ class Snapshot:
 
 
 class DatabaseCollector(Collector):
-    """Exposes the last snapshot read from the database."""
+    """Exposes the last snapshot read from the database; nothing until the first read, so that a
+    scrape before it (or while the database is away at start) never sees the lifetime counters
+    drop to 0, which Prometheus would take for a counter reset."""
 
     def __init__(self) -> None:
-        self.snapshot = Snapshot()
+        self.snapshot: Snapshot | None = None
 
     def collect(self) -> Iterable[Metric]:
         snap = self.snapshot
+        if snap is None:
+            return
         gauges = {
             "desired": "Prebuilds the pool should hold now (schedule or desired_instances).",
             "running": "Running prebuilds of the preset, all versions, expired ones included.",

@@ -1,0 +1,157 @@
+"""`prebuilds demo` on a database of the test server (issue 3, section 3): it converges, prints
+plain lines when piped, and only ever seeds an empty database."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from driver import migrations
+from driver.dbsource import REPO_ROOT
+from tests.fixtures import clone_database, drop_database, with_database
+from tests.support import CLI, cli_env, run_cli, start_cli
+
+Proc = subprocess.CompletedProcess[str]
+
+STATE_HEADER = [
+    "org",
+    "template",
+    "version",
+    "preset",
+    "active",
+    "desired",
+    "actual",
+    "eligible",
+    "expired",
+    "starting",
+    "deleting",
+    "failures",
+    "hard_limited",
+    "blocked",
+]
+
+
+@pytest.fixture
+def empty_db_urls(server_url: str) -> Iterator[list[str]]:
+    """Three empty databases: blank copies of template0, the second migrated to head."""
+    names = [clone_database(server_url, "template0") for _ in range(3)]
+    urls = [with_database(server_url, name) for name in names]
+    migrations.upgrade(urls[1])
+    yield urls
+    for name in names:
+        drop_database(server_url, name)
+
+
+def final_table(stdout: str) -> list[list[str]]:
+    """The rows of the state table printed last, split on whitespace."""
+    _, table = stdout.split("\nfinal prebuilds.preset_state:\n")
+    header, rule, *rows = table.strip().splitlines()
+    assert header.split() == STATE_HEADER
+    assert set(rule.replace(" ", "")) == {"-"}
+    return [row.split() for row in rows]
+
+
+def check_converged(proc: Proc, url: str) -> None:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "\x1b" not in out  # piped: plain lines, no cursor movement or colours
+    lines = out.splitlines()
+    assert lines[0].startswith("using DATABASE_URL=postgresql://")
+    assert any(line.startswith("seeded 3 organizations") for line in lines)
+    assert any(line.startswith("cycle 1: run 1, ") for line in lines)
+    assert any(line.startswith("  provisioner: ") for line in lines)
+    converged = [line for line in lines if line.startswith("converged after ")]
+    assert len(converged) == 1, out
+    rows = final_table(out)
+    assert len(rows) == 7
+    # Every healthy pool is full and ready; the flaky one stopped at its hard limit.
+    for row in rows:
+        desired, actual, eligible = row[5], row[6], row[7]
+        if row[:2] == ["globex", "flaky"]:
+            assert row[-2:] == ["yes", "hard_limited"]
+        else:
+            assert actual == eligible == desired, row
+            assert row[-1] == "no"  # not hard-limited, and nothing blocked
+    with psycopg.connect(url) as conn:
+        statuses = conn.execute(
+            "select status, count(*) from prebuilds.reconciliation_runs group by 1"
+        ).fetchall()
+    assert statuses == [("succeeded", len([ln for ln in lines if ln.startswith("cycle ")]))]
+
+
+class OnATerminal:
+    """``prebuilds demo`` with its stdout on a pseudo-terminal; the output is read as it comes."""
+
+    def __init__(self, url: str) -> None:
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [*CLI, "demo"],
+            cwd=REPO_ROOT,
+            env={**cli_env(url), "TERM": "xterm"},
+            stdin=subprocess.DEVNULL,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(slave)
+        self.master = master
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            self.chunks.append(data)
+
+    def result(self) -> Proc:
+        _, err = self.proc.communicate(timeout=120)
+        self.reader.join(timeout=10)
+        os.close(self.master)
+        out = b"".join(self.chunks).decode().replace("\r\n", "\n")
+        return Proc(self.proc.args, self.proc.returncode, out, err)
+
+
+def test_demo_converges_on_an_empty_database_and_refuses_to_seed_twice(
+    empty_db_urls: list[str],
+) -> None:
+    blank, migrated, for_terminal = empty_db_urls
+    # All at once: the demo spends most of its time waiting for backoffs to end.
+    terminal = OnATerminal(for_terminal)
+    piped = [start_cli("demo", url=url) for url in (blank, migrated)]
+    for demo, url in zip(piped, (blank, migrated), strict=True):
+        out, err = demo.communicate(timeout=120)
+        check_converged(Proc(demo.args, demo.returncode, out, err), url)
+
+    # On a terminal: the screen is cleared and the table redrawn after every cycle, then the
+    # final table is printed as plain text below the last redraw.
+    live = terminal.result()
+    assert live.returncode == 0, live.stdout + live.stderr
+    redraws = live.stdout.split("\x1b[2J\x1b[H")
+    assert len(redraws) >= 3, live.stdout
+    assert "cycle 1: run 1" in redraws[1]
+    for redraw in redraws[1:-1]:
+        assert any(line.split() == STATE_HEADER for line in redraw.splitlines()), redraw
+    last = redraws[-1]
+    assert "converged after " in last
+    assert "\x1b" not in last
+    final_table(last)
+    assert not any(line.startswith("    #") for line in live.stdout.splitlines())
+
+    again = run_cli("demo", url=empty_db_urls[0], timeout=60)
+
+    assert again.returncode == 2, again.stdout + again.stderr
+    (message,) = again.stderr.splitlines()
+    assert message.startswith("prebuilds: cannot run: the database already holds organizations")
+    assert "the demo only seeds an empty database" in message
