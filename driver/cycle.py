@@ -185,32 +185,25 @@ def apply_plan(
     outcomes: list[Outcome] = []
     error: str | None = None
     interrupted = False
+    # Set on a stop request, or when this thread is interrupted: workers finish the action in
+    # hand and take no other.
+    halt = threading.Event()
     try:
         if not plan.paused:
             removals = [a for a in plan.actions if a.action in ("cancel", "delete")]
             creates = [a for a in plan.actions if a.action == "create"]
             notes = [a for a in plan.actions if a.action == "backoff"]
-
-            def apply_unless_stopped(action: PlannedAction) -> Outcome | None:
-                if stop is not None and stop.is_set():
-                    return None
-                return apply_action(pool, run_id, action)
-
-            with ThreadPoolExecutor(WRITE_POOL_SIZE, thread_name_prefix="apply") as workers:
-                # Cancels and deletes all finish before the first create starts.
-                for phase in (removals, creates):
-                    for outcome in workers.map(apply_unless_stopped, phase):
-                        if outcome is None:
-                            interrupted = True
-                            continue
-                        outcomes.append(outcome)
-                        if on_outcome:
-                            on_outcome(outcome)
+            # Cancels and deletes all finish before the first create starts.
+            for phase in (removals, creates):
+                done, complete = run_phase(pool, run_id, phase, halt, stop, on_outcome)
+                outcomes.extend(done)
+                interrupted = interrupted or not complete
             for outcome in note_actions(pool, run_id, notes):
                 outcomes.append(outcome)
                 if on_outcome:
                     on_outcome(outcome)
     except BaseException as exc:
+        halt.set()
         error = f"cycle interrupted: {first_line(exc)}"
         raise
     finally:
@@ -251,7 +244,7 @@ def apply_plan(
         status="paused" if plan.paused else "done",
         plan=plan,
         run_id=run_id,
-        outcomes=tuple(outcomes),
+        outcomes=tuple(sorted(outcomes, key=lambda o: o.action.seq)),
         interrupted=interrupted,
         plan_seconds=plan_seconds,
         apply_seconds=time.perf_counter() - started,
@@ -269,23 +262,70 @@ def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
     }
 
 
-def apply_action(pool: ConnectionPool[Any], run_id: int, action: PlannedAction) -> Outcome:
-    """Apply one action in its own transaction; a failure is logged and returned, never raised."""
+def run_phase(
+    pool: ConnectionPool[Any],
+    run_id: int,
+    actions: Sequence[PlannedAction],
+    halt: threading.Event,
+    stop: threading.Event | None,
+    on_outcome: Callable[[Outcome], None] | None,
+) -> tuple[list[Outcome], bool]:
+    """Apply ``actions`` in plan order with two workers; returns the outcomes and whether every
+    action was taken (false when stopped early).
+
+    Each worker borrows one pooled connection for as long as it has actions, so the pool's
+    health check costs one round trip per worker and phase, not one per action; a connection
+    that breaks is handed back (the pool drops it) and the worker borrows another.
+    """
+    queue = iter(actions)
+    lock = threading.Lock()
+    outcomes: list[Outcome] = []
+
+    def next_action() -> PlannedAction | None:
+        with lock:
+            if halt.is_set() or (stop is not None and stop.is_set()):
+                return None
+            return next(queue, None)
+
+    def work() -> None:
+        action = next_action()
+        while action is not None:
+            with pool.connection() as conn:
+                while action is not None:
+                    outcome = apply_action(conn, run_id, action)
+                    with lock:
+                        outcomes.append(outcome)
+                    if on_outcome:
+                        on_outcome(outcome)
+                    action = next_action()
+                    if conn.broken:
+                        break
+
+    workers = min(WRITE_POOL_SIZE, len(actions))
+    with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="apply") as executor:
+        for future in [executor.submit(work) for _ in range(workers)]:
+            future.result()
+    return outcomes, len(outcomes) == len(actions)
+
+
+def apply_action(conn: psycopg.Connection[Any], run_id: int, action: PlannedAction) -> Outcome:
+    """Apply one action in its own transaction (one autocommit statement that also logs it).
+
+    A failure is logged with its error and returned, never raised.
+    """
     params = action_params(run_id, action)
     try:
-        with pool.connection() as conn:
-            row = conn.execute(query(f"apply_{action.action}"), params).fetchone()
+        row = conn.execute(query(f"apply_{action.action}"), params).fetchone()
         assert row is not None
         outcome: OutcomeKind = row[0]
         return Outcome(action, outcome, row[1])
-    except (psycopg.Error, PoolTimeout) as exc:
+    except psycopg.Error as exc:
         message = first_line(exc)
         # Debug only: the failure is returned (and reported once by the caller's on_outcome).
         log.debug("action %s %s failed: %s", action.seq, action.action, message)
         try:
-            with pool.connection() as conn:
-                conn.execute(query("log_action"), {**params, "outcome": "failed", "error": message})
-        except (psycopg.Error, PoolTimeout) as log_exc:
+            conn.execute(query("log_action"), {**params, "outcome": "failed", "error": message})
+        except psycopg.Error as log_exc:
             log.error(
                 "could not log the failure of action %s: %s",
                 action.seq,
