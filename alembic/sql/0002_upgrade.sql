@@ -585,56 +585,79 @@ begin atomic
 
     candidate as (
         select
-            p.id as preset_id,
-            o.name as organization_name,
-            t.name as template_name,
-            v.name as template_version_name,
-            p.name as preset_name,
-            p.ttl_seconds,
-            p.last_invalidated_at,
-            p.failures_reset_at,
-            act.is_active,
-            act.is_active and (
-                p.desired_instances is not null
-                or exists (
-                    select from prebuilds.preset_schedules as ps
-                    where ps.preset_id = p.id
-                )
-            ) as has_pool,
+            d.preset_id,
+            d.organization_name,
+            d.template_name,
+            d.template_version_name,
+            d.preset_name,
+            d.ttl_seconds,
+            d.last_invalidated_at,
+            d.failures_reset_at,
+            d.is_active,
+            d.is_active and (d.desired_instances is not null or hs.has_schedules) as has_pool,
             case
-                when act.is_active then coalesce(sched.desired, p.desired_instances, 0)
+                when d.is_active then coalesce(sched.desired, d.desired_instances, 0)
                 else 0
             end as desired,
             sched.note as schedule_note,
             case
-                when t.deleted then 'template ' || t.name || ' deleted'
-                when t.deprecated then 'template ' || t.name || ' deprecated'
-                when av.id is null then 'template ' || t.name || ' has no active version'
-                else 'outdated version ' || v.name || ' (active: ' || av.name || ')'
+                when d.template_deleted then 'template ' || d.template_name || ' deleted'
+                when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
+                when d.active_version_name is null
+                    then 'template ' || d.template_name || ' has no active version'
+                else
+                    'outdated version ' || d.template_version_name || ' (active: '
+                    || d.active_version_name || ')'
             end as inactive_reason
         from pooled
-        inner join prebuilds.presets as p on pooled.preset_id = p.id
-        inner join prebuilds.template_versions as v on p.template_version_id = v.id
-        inner join prebuilds.templates as t on v.template_id = t.id
-        inner join prebuilds.organizations as o on t.organization_id = o.id
-        left join prebuilds.template_versions as av on t.active_version_id = av.id
+        -- One primary-key lookup per candidate. The fence (offset 0) keeps the planner from
+        -- turning it into a scan of every preset and version to hash-join a hundred rows.
         cross join
             lateral (
                 select
+                    p.id as preset_id,
+                    o.name as organization_name,
+                    t.name as template_name,
+                    v.name as template_version_name,
+                    p.name as preset_name,
+                    p.desired_instances,
+                    p.ttl_seconds,
+                    p.last_invalidated_at,
+                    p.failures_reset_at,
+                    p.scheduling_timezone,
+                    t.deleted as template_deleted,
+                    t.deprecated as template_deprecated,
+                    av.name as active_version_name,
                     coalesce(
                         t.active_version_id = p.template_version_id
                         and not t.deleted
                         and not t.deprecated,
                         false
                     ) as is_active
-            ) as act
-        -- The schedule in force (SPEC 4.3); only active presets have a desired size to look up.
+                from prebuilds.presets as p
+                inner join prebuilds.template_versions as v on p.template_version_id = v.id
+                inner join prebuilds.templates as t on v.template_id = t.id
+                inner join prebuilds.organizations as o on t.organization_id = o.id
+                left join prebuilds.template_versions as av on t.active_version_id = av.id
+                where p.id = pooled.preset_id
+                offset 0  -- noqa: AM09
+            ) as d
+        cross join
+            lateral (
+                select exists(
+                    select from prebuilds.preset_schedules as s
+                    where s.preset_id = d.preset_id
+                ) as has_schedules
+            ) as hs
+        -- The schedule in force (SPEC 4.3), looked up only for active presets that have one.
         left join lateral (
             select
                 ps.desired,
                 ps.note
-            from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as ps
-            where act.is_active
+            from prebuilds.preset_schedule_at(d.preset_id, d.scheduling_timezone, p_now) as ps
+            where d.is_active and hs.has_schedules
+            -- Keeps the condition a gate in front of the call (not a filter after it).
+            offset 0  -- noqa: AM09
         ) as sched on true
     ),
 
