@@ -45,13 +45,18 @@ _SCHEMA_ERRORS = (
 )
 
 
+#: The class every connection of a cycle is made with. Benchmarks swap in a subclass that counts
+#: statements and round trips; nothing else should change it.
+connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
+
+
 class CannotRun(Exception):
     """The cycle cannot run at all (exit code 2): no database, wrong schema, bad config."""
 
 
 def connect(url: str, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(
+        return connection_class.connect(
             url, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_S
         )
     except psycopg.OperationalError as exc:
@@ -144,6 +149,7 @@ def open_write_pool(url: str) -> ConnectionPool[Any]:
         min_size=WRITE_POOL_SIZE,
         max_size=WRITE_POOL_SIZE,
         open=False,
+        connection_class=connection_class,
         check=ConnectionPool.check_connection,
         kwargs={
             "autocommit": True,

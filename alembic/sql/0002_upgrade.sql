@@ -35,6 +35,30 @@ comment on column prebuilds.reconciliation_runs.status is
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
 
+-- >>> db/types/cron_masks.sql
+-- A schedule's cron expression as bit masks: bit n of `hours` is set when hour n matches, and so
+-- on. Parsed once per schedule and plan (prebuilds.cron_masks), matching an instant and comparing
+-- two schedules are then a few bit operations.
+
+create type prebuilds.cron_masks as (
+    hours bigint,
+    days_of_month bigint,
+    months bigint,
+    days_of_week bigint,
+    any_day_of_month bool,
+    any_day_of_week bool
+);
+
+comment on type prebuilds.cron_masks is
+'A valid `* HOUR DOM MONTH DOW` expression as bit masks (bit n = value n matches).';
+comment on column prebuilds.cron_masks.hours is 'Bits 0-23: the hours that match.';
+comment on column prebuilds.cron_masks.days_of_month is 'Bits 1-31: the days of the month.';
+comment on column prebuilds.cron_masks.months is 'Bits 1-12: the months.';
+comment on column prebuilds.cron_masks.days_of_week is 'Bits 0-6: the days of the week, 0 Sunday.';
+comment on column prebuilds.cron_masks.any_day_of_month is
+'The day-of-month field is `*` (for the rule on two restricted day fields).';
+comment on column prebuilds.cron_masks.any_day_of_week is 'The day-of-week field is `*`.';
+
 -- >>> db/tables/preset_counters.sql
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
 -- and cost one row per preset to read (not a scan of build history). Incremented by
@@ -147,36 +171,27 @@ for each row execute function prebuilds.check_preset_timezone();
 comment on trigger presets_check_timezone on prebuilds.presets is
 'Rejects a scheduling_timezone that is not an IANA time zone name the server knows.';
 
--- >>> db/functions/cron_field_matches.sql
--- One field of a schedule's cron expression against one calendar value (SPEC 4.3).
--- Fields are `*`, a number, a range `a-b`, or a comma list of those; no steps, no names.
--- For the day-of-week field 7 is Sunday too, so `5-7` is Friday to Sunday.
+-- >>> db/functions/local_time.sql
+-- An instant as wall-clock time in a time zone, or null when the zone is unknown to this server
+-- (`at time zone` would raise). Stable, not immutable, so the planner never evaluates it early
+-- with a bad zone. Used by preset_schedule_at.
 
-create function prebuilds.cron_field_matches(p_field text, p_value int, p_is_dow bool)
-returns bool
-language sql
-immutable
-parallel safe
-return p_field = '*' or exists (
-    select
-    from unnest(string_to_array(p_field, ',')) as item (part)
-    cross join
-        lateral (
-            select
-                split_part(item.part, '-', 1)::int as low,
-                coalesce(
-                    nullif(split_part(item.part, '-', 2), ''), split_part(item.part, '-', 1)
-                )::int
-                    as high
-        ) as r
-    where
-        p_value between r.low and r.high
-        or (p_is_dow and p_value = 0 and 7 between r.low and r.high)
-);
+create function prebuilds.local_time(p_at timestamptz, p_timezone text)
+returns timestamp
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    return p_at at time zone p_timezone;
+exception
+    when invalid_parameter_value then
+        return null;
+end;
+$$;
 
-comment on function prebuilds.cron_field_matches(text, int, bool) is
-'True when one cron field (`*`, n, a-b or a comma list) admits p_value; p_is_dow makes 7 mean '
-'Sunday. Expects a field that prebuilds.cron_expression_error accepted.';
+comment on function prebuilds.local_time(timestamptz, text) is
+'p_at as local wall-clock time in p_timezone; null when the server does not know the zone.';
 
 -- >>> db/functions/cron_expression_error.sql
 -- Validation of a schedule's cron expression (SPEC 4.3): null when valid, else what is wrong.
@@ -261,95 +276,147 @@ comment on function prebuilds.cron_expression_error(text) is
 'Null when p_expression is a valid schedule (`* HOUR DOM MONTH DOW`: minute *, other fields *, '
 'n, a-b or comma lists of those), otherwise a sentence saying what is wrong.';
 
+-- >>> db/functions/cron_field_mask.sql
+-- One field of a valid cron expression (`*`, n, a-b or a comma list) as a bit mask of the values
+-- it admits between p_low and p_high. Used by cron_masks.
+
+create function prebuilds.cron_field_mask(p_field text, p_low int, p_high int)
+returns bigint
+language sql
+immutable
+parallel safe
+begin atomic
+    select bit_or(1::bigint << v.value) as mask
+    from unnest(string_to_array(p_field, ',')) as item (part)
+    cross join lateral regexp_match(item.part, '^(\d{1,2})(?:-(\d{1,2}))?$') as m (bounds)
+    cross join lateral generate_series(
+        case when item.part = '*' then p_low else m.bounds[1]::int end,
+        case when item.part = '*' then p_high else coalesce(m.bounds[2], m.bounds[1])::int end
+    ) as v (value);
+end;
+
+comment on function prebuilds.cron_field_mask(text, int, int) is
+'Bit mask of the values in p_low..p_high that a valid cron field admits.';
+
+-- >>> db/functions/cron_masks.sql
+-- A cron expression as prebuilds.cron_masks, or null when it is not valid
+-- (prebuilds.cron_expression_error says why). Used by preset_schedule_at, cron_matches and
+-- schedules_overlap, so they agree by construction.
+
+create function prebuilds.cron_masks(p_expression text)
+returns prebuilds.cron_masks
+language sql
+immutable
+parallel safe
+begin atomic
+    select
+        case
+            when prebuilds.cron_expression_error(p_expression) is null
+                then
+                    row(
+                        prebuilds.cron_field_mask(f.fields[2], 0, 23),
+                        prebuilds.cron_field_mask(f.fields[3], 1, 31),
+                        prebuilds.cron_field_mask(f.fields[4], 1, 12),
+                        -- 7 is Sunday too: fold bit 7 onto bit 0.
+                        (prebuilds.cron_field_mask(f.fields[5], 0, 7) & 127)
+                        | ((prebuilds.cron_field_mask(f.fields[5], 0, 7) >> 7) & 1),
+                        f.fields[3] = '*',
+                        f.fields[5] = '*'
+                    )::prebuilds.cron_masks
+        end as masks
+    from (
+        select
+            regexp_split_to_array(
+                regexp_replace(p_expression, '^\s+|\s+$', '', 'g'), '\s+'
+            ) as fields
+    ) as f;
+end;
+
+comment on function prebuilds.cron_masks(text) is
+'The bit masks of a valid `* HOUR DOM MONTH DOW` expression; null when it is invalid.';
+
+-- >>> db/functions/cron_masks_match.sql
+-- Do a schedule's masks match a local wall-clock time? (SPEC 4.3) Minute is always `*`, so an hour
+-- range is continuous: `9-18` holds from 09:00:00 to 18:59:59. When both day fields are
+-- restricted, either one matching is enough (the usual cron rule). A single expression: the
+-- planner inlines it into the plan query.
+
+create function prebuilds.cron_masks_match(p_masks prebuilds.cron_masks, p_local timestamp)
+returns bool
+language sql
+immutable
+parallel safe
+return
+((p_masks).hours >> extract(hour from p_local)::int) & 1 = 1
+and ((p_masks).months >> extract(month from p_local)::int) & 1 = 1
+and case
+    when (p_masks).any_day_of_month or (p_masks).any_day_of_week
+        then
+            ((p_masks).days_of_month >> extract(day from p_local)::int) & 1 = 1
+            and ((p_masks).days_of_week >> extract(dow from p_local)::int) & 1 = 1
+    else
+        ((p_masks).days_of_month >> extract(day from p_local)::int) & 1 = 1
+        or ((p_masks).days_of_week >> extract(dow from p_local)::int) & 1 = 1
+end;
+
+comment on function prebuilds.cron_masks_match(prebuilds.cron_masks, timestamp) is
+'True when a schedule''s masks match the local wall-clock time p_local.';
+
+-- >>> db/functions/cron_masks_overlap.sql
+-- Coder's definition of overlapping preset schedules, on masks: they share an hour and a month,
+-- and a day — of the week when either day-of-month is `*`, of the month when either day-of-week
+-- is `*`, either otherwise. Overlapping schedules make a preset fall back to desired_instances
+-- (SPEC 4.3).
+
+create function prebuilds.cron_masks_overlap(p_a prebuilds.cron_masks, p_b prebuilds.cron_masks)
+returns bool
+language sql
+immutable
+parallel safe
+return
+(p_a).hours & (p_b).hours <> 0
+and (p_a).months & (p_b).months <> 0
+and case
+    when (p_a).any_day_of_month or (p_b).any_day_of_month
+        then (p_a).days_of_week & (p_b).days_of_week <> 0
+    when (p_a).any_day_of_week or (p_b).any_day_of_week
+        then (p_a).days_of_month & (p_b).days_of_month <> 0
+    else
+        (p_a).days_of_week & (p_b).days_of_week <> 0
+        or (p_a).days_of_month & (p_b).days_of_month <> 0
+end;
+
+comment on function prebuilds.cron_masks_overlap(prebuilds.cron_masks, prebuilds.cron_masks) is
+'True when two schedules overlap by Coder''s definition (common hour, month and day).';
+
 -- >>> db/functions/cron_matches.sql
 -- Does a schedule's cron expression match an instant, read in a time zone? (SPEC 4.3)
--- Minute is always `*`, so an hour range is continuous: `9-18` holds from 09:00:00 to 18:59:59.
--- When both day fields are restricted, either one matching is enough (the usual cron rule).
+-- For psql and tests; the plan matches the masks stored with each schedule, through the same
+-- cron_masks_match. Null when the expression is invalid.
 
 create function prebuilds.cron_matches(p_expression text, p_timezone text, p_at timestamptz)
 returns bool
 language sql
 immutable
 parallel safe
-begin atomic
-    select
-        prebuilds.cron_field_matches(f[2], extract(hour from local_time)::int, false)
-        and prebuilds.cron_field_matches(f[4], extract(month from local_time)::int, false)
-        and case
-            when f[3] <> '*' and f[5] <> '*'
-                then
-                    prebuilds.cron_field_matches(f[3], extract(day from local_time)::int, false)
-                    or prebuilds.cron_field_matches(f[5], extract(dow from local_time)::int, true)
-            else
-                prebuilds.cron_field_matches(f[3], extract(day from local_time)::int, false)
-                and prebuilds.cron_field_matches(f[5], extract(dow from local_time)::int, true)
-        end as matches
-    from
-        (
-            select
-                regexp_split_to_array(
-                    regexp_replace(p_expression, '^\s+|\s+$', '', 'g'), '\s+'
-                ) as f
-        ) as parsed,
-        (select p_at at time zone p_timezone as local_time) as t;
-end;
-
-comment on function prebuilds.cron_matches(text, text, timestamptz) is
-'True when the schedule `* HOUR DOM MONTH DOW` matches p_at read in time zone p_timezone. Expects '
-'an expression that prebuilds.cron_expression_error accepted and a valid time zone.';
-
--- >>> db/functions/cron_fields_overlap.sql
--- Do two cron fields admit a common value? Used by schedules_overlap.
-
-create function prebuilds.cron_fields_overlap(
-    p_a text, p_b text, p_low int, p_high int, p_is_dow bool
-)
-returns bool
-language sql
-immutable
-parallel safe
-return exists (
-    select
-    from generate_series(p_low, p_high) as v (value)
-    where
-        prebuilds.cron_field_matches(p_a, v.value, p_is_dow)
-        and prebuilds.cron_field_matches(p_b, v.value, p_is_dow)
+return prebuilds.cron_masks_match(
+    prebuilds.cron_masks(p_expression), p_at at time zone p_timezone
 );
 
-comment on function prebuilds.cron_fields_overlap(text, text, int, int, bool) is
-'True when cron fields p_a and p_b both admit some value in p_low..p_high.';
+comment on function prebuilds.cron_matches(text, text, timestamptz) is
+'True when the schedule `* HOUR DOM MONTH DOW` matches p_at read in time zone p_timezone; null '
+'when the expression is invalid.';
 
 -- >>> db/functions/schedules_overlap.sql
--- Coder's definition of overlapping preset schedules: their hours, months and days overlap, where
--- days overlap on day-of-week when either day-of-month is `*`, on day-of-month when either
--- day-of-week is `*`, and on either when all four are restricted. Overlapping schedules make a
--- preset fall back to desired_instances (SPEC 4.3).
+-- Do two schedules overlap (Coder's definition, see cron_masks_overlap)? For the write-time check
+-- and psql; null when either expression is invalid.
 
 create function prebuilds.schedules_overlap(p_a text, p_b text)
 returns bool
 language sql
 immutable
 parallel safe
-begin atomic
-    select
-        prebuilds.cron_fields_overlap(a[2], b[2], 0, 23, false)
-        and prebuilds.cron_fields_overlap(a[4], b[4], 1, 12, false)
-        and case
-            when a[3] = '*' or b[3] = '*' then prebuilds.cron_fields_overlap(a[5], b[5], 0, 6, true)
-            when a[5] = '*' or b[5] = '*'
-                then prebuilds.cron_fields_overlap(a[3], b[3], 1, 31, false)
-            else
-                prebuilds.cron_fields_overlap(a[3], b[3], 1, 31, false)
-                or prebuilds.cron_fields_overlap(a[5], b[5], 0, 6, true)
-        end as overlap
-    from
-        (
-            select regexp_split_to_array(regexp_replace(p_a, '^\s+|\s+$', '', 'g'), '\s+') as a
-        ) as pa,
-        (
-            select regexp_split_to_array(regexp_replace(p_b, '^\s+|\s+$', '', 'g'), '\s+') as b
-        ) as pb;
-end;
+return prebuilds.cron_masks_overlap(prebuilds.cron_masks(p_a), prebuilds.cron_masks(p_b));
 
 comment on function prebuilds.schedules_overlap(text, text) is
 'True when two valid schedules overlap by Coder''s definition (common hour, month and day).';
@@ -389,8 +456,8 @@ begin
     select s.cron_expression into v_other
     from prebuilds.preset_schedules as s
     where s.preset_id = new.preset_id and s.id <> new.id
-      and prebuilds.cron_expression_error(s.cron_expression) is null
       and prebuilds.schedules_overlap(s.cron_expression, new.cron_expression)
+    order by s.created_at, s.id
     limit 1;
     if found then
         raise exception 'invalid schedule %: it overlaps schedule % of the same preset',
@@ -417,73 +484,92 @@ comment on trigger preset_schedules_check on prebuilds.preset_schedules is
 
 -- >>> db/functions/preset_schedule_at.sql
 -- The schedule in force for a preset at an instant (SPEC 4.3), and why when none can be used.
--- Called by preset_plan_at (every candidate preset) and create_prebuild (its re-check), so the
--- answer to "how many now?" has one definition. One row always:
---   desired null, note null            no schedules: use desired_instances
---   desired null, note 'no schedule…'  none matches now: use desired_instances
---   desired null, note 'schedules ignored: …'  no time zone, unknown zone, bad or overlapping data
---   desired n, note 'schedule … in force'
+-- Called by preset_plan_at (for candidates with schedules) and create_prebuild (its re-check), so
+-- the answer to "how many now?" has one definition. A single query, which the planner inlines
+-- into its caller; each schedule is parsed into bit masks (cron_masks) and then only bits are
+-- tested. No row when the preset has no schedules; otherwise one:
+--   desired null, note 'no schedule matches now'      use desired_instances
+--   desired null, note 'schedules ignored: …'         no or unknown zone, bad or overlapping data
+--   desired n,    note 'schedule … in force'
 
 create function prebuilds.preset_schedule_at(
     p_preset_id uuid, p_timezone text, p_now timestamptz
 )
 returns table (desired int, note text)
-language plpgsql
+language sql
 stable
-set search_path = ''
 rows 1
-as $$
-declare
-    v_problem text;
-begin
-    if not exists (select from prebuilds.preset_schedules as s where s.preset_id = p_preset_id) then
-        return query select null::int, null::text;
-        return;
-    end if;
-
-    v_problem := prebuilds.timezone_error(p_timezone);
-    if v_problem is null then
-        select quote_literal(s.cron_expression) || ': '
-               || prebuilds.cron_expression_error(s.cron_expression)
-        into v_problem
+begin atomic
+    select
+        case when problem.reason is null then in_force.desired_instances end as desired,
+        case
+            when problem.reason is not null then 'schedules ignored: ' || problem.reason
+            when in_force.cron_expression is not null
+                then 'schedule ' || quote_literal(in_force.cron_expression) || ' in force'
+            else 'no schedule matches now'
+        end as note
+    from (
+        select
+            t.local_now,
+            coalesce(
+                case
+                    when p_timezone = '' then 'no scheduling_timezone'
+                    when t.local_now is null then 'unknown time zone ' || quote_literal(p_timezone)
+                end,
+                (
+                    select
+                        quote_literal(s.cron_expression) || ': '
+                        || prebuilds.cron_expression_error(s.cron_expression)
+                    from prebuilds.preset_schedules as s
+                    where
+                        s.preset_id = p_preset_id
+                        and prebuilds.cron_expression_error(s.cron_expression) is not null
+                    order by s.created_at, s.id
+                    limit 1
+                ),
+                (
+                    select
+                        quote_literal(a.cron_expression) || ' and '
+                        || quote_literal(b.cron_expression) || ' overlap'
+                    from prebuilds.preset_schedules as a
+                    inner join prebuilds.preset_schedules as b
+                        on
+                            a.preset_id = b.preset_id
+                            and (a.created_at, a.id) < (b.created_at, b.id)
+                    where
+                        a.preset_id = p_preset_id
+                        and prebuilds.schedules_overlap(a.cron_expression, b.cron_expression)
+                    order by a.created_at, a.id, b.created_at, b.id
+                    limit 1
+                )
+            ) as reason
+        from (
+            select
+                case
+                    when p_timezone <> '' then prebuilds.local_time(p_now, p_timezone)
+                end as local_now
+        ) as t
+        where exists (select from prebuilds.preset_schedules as s where s.preset_id = p_preset_id)
+    ) as problem
+    left join lateral (
+        select
+            s.cron_expression,
+            s.desired_instances
         from prebuilds.preset_schedules as s
-        where s.preset_id = p_preset_id
-          and prebuilds.cron_expression_error(s.cron_expression) is not null
+        where
+            s.preset_id = p_preset_id
+            and problem.reason is null
+            and prebuilds.cron_masks_match(
+                prebuilds.cron_masks(s.cron_expression), problem.local_now
+            )
         order by s.created_at, s.id
-        limit 1;
-    end if;
-    if v_problem is null then
-        select quote_literal(a.cron_expression) || ' and ' || quote_literal(b.cron_expression)
-               || ' overlap'
-        into v_problem
-        from prebuilds.preset_schedules as a
-        join prebuilds.preset_schedules as b on b.preset_id = a.preset_id and a.id < b.id
-        where a.preset_id = p_preset_id
-          and prebuilds.schedules_overlap(a.cron_expression, b.cron_expression)
-        order by a.created_at, a.id, b.created_at, b.id
-        limit 1;
-    end if;
-    if v_problem is not null then
-        return query select null::int, 'schedules ignored: ' || v_problem;
-        return;
-    end if;
-
-    return query
-    select s.desired_instances, 'schedule ' || quote_literal(s.cron_expression) || ' in force'
-    from prebuilds.preset_schedules as s
-    where s.preset_id = p_preset_id
-      and prebuilds.cron_matches(s.cron_expression, p_timezone, p_now)
-    order by s.created_at, s.id
-    limit 1;
-    if not found then
-        return query select null::int, 'no schedule matches now'::text;
-    end if;
+        limit 1
+    ) as in_force on true;
 end;
-$$;
 
 comment on function prebuilds.preset_schedule_at(uuid, text, timestamptz) is
 'The pool size a preset''s schedules give at p_now (null: use desired_instances) and a note '
-'saying which schedule is in force or why the schedules are ignored.';
+'saying which schedule is in force or why the schedules are ignored; no row without schedules.';
 
 -- >>> db/functions/preset_plan_at.sql
 -- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per

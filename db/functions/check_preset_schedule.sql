@@ -32,8 +32,8 @@ begin
     select s.cron_expression into v_other
     from prebuilds.preset_schedules as s
     where s.preset_id = new.preset_id and s.id <> new.id
-      and prebuilds.cron_expression_error(s.cron_expression) is null
       and prebuilds.schedules_overlap(s.cron_expression, new.cron_expression)
+    order by s.created_at, s.id
     limit 1;
     if found then
         raise exception 'invalid schedule %: it overlaps schedule % of the same preset',

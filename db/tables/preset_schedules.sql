@@ -1,5 +1,5 @@
 -- Time-of-day pool sizes for a preset (`* HOUR DOM MONTH DOW` in the preset's time zone).
--- Written by the platform; evaluated by preset_plan_at.
+-- Written by the platform; evaluated by preset_schedule_at.
 
 create table prebuilds.preset_schedules (
     id uuid primary key default gen_random_uuid(),

@@ -1,0 +1,88 @@
+-- Statements of the benchmark harness (bench/harness.py), by name.
+
+-- name: add_creates
+-- A new active template whose presets want %(creates)s prebuilds in all, ten per preset. The
+-- template and its version point at each other; both foreign keys are checked at the end of the
+-- statement, when both rows exist.
+with
+ids as (
+    select
+        gen_random_uuid() as template_id,
+        gen_random_uuid() as version_id,
+        (select o.id from prebuilds.organizations as o order by o.name limit 1) as organization_id
+),
+
+tpl as (
+    insert into prebuilds.templates (id, organization_id, name, active_version_id)
+    select ids.template_id, ids.organization_id, 'bench-apply', ids.version_id
+    from ids
+    returning id
+),
+
+ver as (
+    insert into prebuilds.template_versions (id, template_id, name)
+    select ids.version_id, ids.template_id, 'v1'
+    from ids
+    returning id
+)
+
+insert into prebuilds.presets (template_version_id, name, desired_instances)
+select
+    ids.version_id,
+    'p' || g.n,
+    least(10, %(creates)s - (g.n - 1) * 10)
+from ids
+cross join generate_series(1, ceil(%(creates)s / 10.0)::int) as g (n);
+
+-- name: bench_presets
+select p.id
+from prebuilds.presets as p
+inner join prebuilds.template_versions as v on p.template_version_id = v.id
+inner join prebuilds.templates as t on v.template_id = t.id
+where t.name = 'bench-apply'
+order by p.name;
+
+-- name: physical_create
+-- The rows create_prebuild writes (workspace, pending job, build 1 and, through the trigger,
+-- the workspace's latest-build pointer; the preset's counter), with no lock and no re-check.
+with
+preset as (
+    select p.id, p.template_version_id, t.id as template_id, t.organization_id
+    from prebuilds.presets as p
+    inner join prebuilds.template_versions as v on p.template_version_id = v.id
+    inner join prebuilds.templates as t on v.template_id = t.id
+    where p.id = %(preset_id)s
+),
+
+ws as (
+    insert into prebuilds.workspaces (organization_id, template_id, owner_id, name)
+    select
+        preset.organization_id,
+        preset.template_id,
+        prebuilds.system_user_id(),
+        'prebuild-' || left(replace(gen_random_uuid()::text, '-', ''), 12)
+    from preset
+    returning id
+),
+
+job as (
+    insert into prebuilds.provisioner_jobs (initiator_id)
+    values (prebuilds.system_user_id())
+    returning id
+),
+
+build as (
+    insert into prebuilds.workspace_builds (
+        workspace_id, build_number, template_version_id, preset_id, transition, initiator_id,
+        job_id
+    )
+    select
+        ws.id, 1, preset.template_version_id, preset.id, 'start', prebuilds.system_user_id(),
+        job.id
+    from ws, job, preset
+    returning id
+)
+
+insert into prebuilds.preset_counters as c (preset_id, created)
+select preset.id, 1 from preset
+on conflict (preset_id) do update set created = c.created + 1;
