@@ -1,6 +1,6 @@
 -- A cron expression as prebuilds.cron_masks, or null when it is not valid
--- (prebuilds.cron_expression_error says why). Used by preset_schedule_at, cron_matches and
--- schedules_overlap, so they agree by construction.
+-- (prebuilds.cron_expression_error says why). Generates preset_schedules.masks and is used by
+-- cron_matches and schedules_overlap, so the plan and the helpers agree by construction.
 
 create function prebuilds.cron_masks(p_expression text)
 returns prebuilds.cron_masks

@@ -1,8 +1,8 @@
 -- The schedule in force for a preset at an instant (SPEC 4.3), and why when none can be used.
 -- Called by preset_plan_at (for candidates with schedules) and create_prebuild (its re-check), so
 -- the answer to "how many now?" has one definition. A single query, which the planner inlines
--- into its caller; each schedule is parsed into bit masks (cron_masks) and then only bits are
--- tested. No row when the preset has no schedules; otherwise one:
+-- into its caller, over the masks and errors parsed when each schedule was written: only bits
+-- are tested here. No row when the preset has no schedules; otherwise one:
 --   desired null, note 'no schedule matches now'      use desired_instances
 --   desired null, note 'schedules ignored: …'         no or unknown zone, bad or overlapping data
 --   desired n,    note 'schedule … in force'
@@ -32,13 +32,9 @@ begin atomic
                     when t.local_now is null then 'unknown time zone ' || quote_literal(p_timezone)
                 end,
                 (
-                    select
-                        quote_literal(s.cron_expression) || ': '
-                        || prebuilds.cron_expression_error(s.cron_expression)
+                    select quote_literal(s.cron_expression) || ': ' || s.expression_error
                     from prebuilds.preset_schedules as s
-                    where
-                        s.preset_id = p_preset_id
-                        and prebuilds.cron_expression_error(s.cron_expression) is not null
+                    where s.preset_id = p_preset_id and s.expression_error is not null
                     order by s.created_at, s.id
                     limit 1
                 ),
@@ -53,7 +49,7 @@ begin atomic
                             and (a.created_at, a.id) < (b.created_at, b.id)
                     where
                         a.preset_id = p_preset_id
-                        and prebuilds.schedules_overlap(a.cron_expression, b.cron_expression)
+                        and prebuilds.cron_masks_overlap(a.masks, b.masks)
                     order by a.created_at, a.id, b.created_at, b.id
                     limit 1
                 )
@@ -74,9 +70,7 @@ begin atomic
         where
             s.preset_id = p_preset_id
             and problem.reason is null
-            and prebuilds.cron_masks_match(
-                prebuilds.cron_masks(s.cron_expression), problem.local_now
-            )
+            and prebuilds.cron_masks_match(s.masks, problem.local_now)
         order by s.created_at, s.id
         limit 1
     ) as in_force on true;

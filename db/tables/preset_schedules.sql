@@ -1,12 +1,17 @@
 -- Time-of-day pool sizes for a preset (`* HOUR DOM MONTH DOW` in the preset's time zone).
--- Written by the platform; evaluated by preset_schedule_at.
+-- Written by the platform; evaluated by preset_schedule_at. Each expression is parsed once, on
+-- write, into generated columns, so the plan only tests bits.
 
 create table prebuilds.preset_schedules (
     id uuid primary key default gen_random_uuid(),
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,
     cron_expression text not null check (cron_expression <> ''),
     desired_instances int not null check (desired_instances >= 0),
-    created_at timestamptz not null default clock_timestamp()
+    created_at timestamptz not null default clock_timestamp(),
+    expression_error text generated always as (
+        prebuilds.cron_expression_error(cron_expression)
+    ) stored,
+    masks prebuilds.cron_masks generated always as (prebuilds.cron_masks(cron_expression)) stored
 );
 
 create index preset_schedules_preset_id_idx on prebuilds.preset_schedules (preset_id);
@@ -23,3 +28,8 @@ comment on index prebuilds.preset_schedules_preset_id_idx is
 'Finds the schedules of one preset.';
 comment on column prebuilds.preset_schedules.created_at is
 'When the schedule was written; when two schedules match, the earlier one wins.';
+comment on column prebuilds.preset_schedules.expression_error is
+'Why cron_expression is invalid, or null (generated). Writes are checked by a trigger; a row '
+'written around it makes its preset fall back to desired_instances.';
+comment on column prebuilds.preset_schedules.masks is
+'cron_expression as bit masks, parsed once on write (generated; null when invalid).';

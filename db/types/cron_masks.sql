@@ -1,6 +1,6 @@
 -- A schedule's cron expression as bit masks: bit n of `hours` is set when hour n matches, and so
--- on. Parsed once per schedule and plan (prebuilds.cron_masks), matching an instant and comparing
--- two schedules are then a few bit operations.
+-- on. Parsed once when a schedule is written (preset_schedules.masks), so matching an instant and
+-- comparing two schedules are a few bit operations, with no parsing in the plan.
 
 create type prebuilds.cron_masks as (
     hours bigint,
