@@ -103,15 +103,21 @@ def explain_ms(conn: psycopg.Connection[Any], statement: Any, params: Any = None
     return sum(float(m[2]) for line in lines if (m := _EXPLAIN_TIMES.search(line)))
 
 
+def prepare_plan_session(conn: psycopg.Connection[Any], jit: str | None) -> None:
+    """Both designs plan in a repeatable-read, read-only transaction; ``jit`` overrides the
+    server's setting for the session."""
+    if jit:
+        conn.execute(sql.SQL("set jit = {}").format(sql.Literal(jit)))
+        conn.commit()
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+
+
 def ours_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
     """One plan read as the driver does it (fresh connection, repeatable read, lock, read_plan):
     client seconds, server milliseconds, actions planned."""
     with psycopg.connect(url, application_name="bench-ours") as conn:
-        if jit:
-            conn.execute(sql.SQL("set jit = {}").format(sql.Literal(jit)))
-            conn.commit()
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
+        prepare_plan_session(conn, jit)
         started = time.perf_counter()
         with conn.transaction():
             conn.execute(query("take_lock"), {"key": locks.RECONCILE})
@@ -139,11 +145,7 @@ def baseline_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
     captured: list[tuple[Any, Any]] = []
     conn.captured = captured  # type: ignore[attr-defined]
     with conn:
-        if jit:
-            conn.execute(sql.SQL("set jit = {}").format(sql.Literal(jit)))
-            conn.commit()
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
+        prepare_plan_session(conn, jit)
         started = time.perf_counter()
         with conn.transaction():
             conn.execute(baseline.query("take_lock"), {"key": locks.RECONCILE})

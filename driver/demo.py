@@ -15,12 +15,13 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.rows import dict_row
 
 from driver import migrations
 from driver.cycle import CannotRun, connect, run_cycle
 from driver.model import CycleResult
 from driver.queries import query
-from driver.report import format_outcome, format_state_table
+from driver.report import format_outcome, format_status
 from driver.simulator import SimulatedProvisioner
 
 MAX_CYCLES = 30
@@ -95,9 +96,11 @@ class Display:
 
 
 def state_table(conn: psycopg.Connection[Any]) -> str:
-    cur = conn.execute(query("preset_state"))
-    names = [d.name for d in cur.description or []]
-    return format_state_table(names, cur.fetchall())
+    cur = conn.cursor(row_factory=dict_row)
+    rows = cur.execute(
+        query("status"), dict.fromkeys(("organization", "template", "preset"))
+    ).fetchall()
+    return format_status(rows)
 
 
 def converge(url: str, display: Display) -> int:

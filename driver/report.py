@@ -77,45 +77,6 @@ def format_outcome(outcome: Outcome) -> str:
     return text
 
 
-STATE_COLUMNS = (
-    "organization_name",
-    "template_name",
-    "template_version_name",
-    "preset_name",
-    "is_active",
-    "desired",
-    "actual",
-    "eligible",
-    "expired",
-    "starting",
-    "deleting",
-    "failures",
-    "hard_limited",
-    "blocked_reason",
-)
-STATE_HEADERS = (
-    "org",
-    "template",
-    "version",
-    "preset",
-    "active",
-    "desired",
-    "actual",
-    "eligible",
-    "expired",
-    "starting",
-    "deleting",
-    "failures",
-    "hard_limited",
-    "blocked",
-)
-
-
-def format_state_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    index = [names.index(c) for c in STATE_COLUMNS]
-    return table(STATE_HEADERS, [[row[i] for i in index] for row in rows])
-
-
 STATUS_COLUMNS = (
     ("organization_name", "ORG"),
     ("template_name", "TEMPLATE"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -14,27 +15,13 @@ import pytest
 
 from driver import migrations
 from driver.dbsource import REPO_ROOT
+from driver.report import STATUS_COLUMNS
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import CLI, cli_env, run_cli, start_cli
 
 Proc = subprocess.CompletedProcess[str]
 
-STATE_HEADER = [
-    "org",
-    "template",
-    "version",
-    "preset",
-    "active",
-    "desired",
-    "actual",
-    "eligible",
-    "expired",
-    "starting",
-    "deleting",
-    "failures",
-    "hard_limited",
-    "blocked",
-]
+STATE_HEADER = [header for _, header in STATUS_COLUMNS]
 
 
 @pytest.fixture
@@ -48,13 +35,20 @@ def empty_db_urls(server_url: str) -> Iterator[list[str]]:
         drop_database(server_url, name)
 
 
-def final_table(stdout: str) -> list[list[str]]:
-    """The rows of the state table printed last, split on whitespace."""
+def final_table(stdout: str) -> list[dict[str, str]]:
+    """The rows of the state table printed last, cut at the columns of its dashed rule."""
     _, table = stdout.split("\nfinal prebuilds.preset_state:\n")
-    header, rule, *rows = table.strip().splitlines()
+    header, rule, *rows = table.rstrip().splitlines()
     assert header.split() == STATE_HEADER
     assert set(rule.replace(" ", "")) == {"-"}
-    return [row.split() for row in rows]
+    spans = [(m.start(), m.end()) for m in re.finditer(r"-+", rule)]
+    return [
+        {
+            name: row[start:end].strip()
+            for name, (start, end) in zip(STATE_HEADER, spans, strict=True)
+        }
+        for row in rows
+    ]
 
 
 def check_converged(proc: Proc, url: str) -> None:
@@ -72,12 +66,11 @@ def check_converged(proc: Proc, url: str) -> None:
     assert len(rows) == 7
     # Every healthy pool is full and ready; the flaky one stopped at its hard limit.
     for row in rows:
-        desired, actual, eligible = row[5], row[6], row[7]
-        if row[:2] == ["globex", "flaky"]:
-            assert row[-2:] == ["yes", "hard_limited"]
+        if (row["ORG"], row["TEMPLATE"]) == ("globex", "flaky"):
+            assert row["BLOCKED"] == "hard_limited", row
         else:
-            assert actual == eligible == desired, row
-            assert row[-1] == "no"  # not hard-limited, and nothing blocked
+            assert row["RUNNING"] == row["ELIGIBLE"] == row["DESIRED"], row
+            assert row["BLOCKED"] == "", row  # nothing held back
     with psycopg.connect(url) as conn:
         statuses = conn.execute(
             "select status, count(*) from prebuilds.reconciliation_runs group by 1"

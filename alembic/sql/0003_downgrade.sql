@@ -7,6 +7,8 @@ drop function prebuilds.reconciliation_actions_at(timestamptz);
 drop function prebuilds.preset_state_at(timestamptz);
 drop function prebuilds.preset_plan_at(timestamptz);
 drop function prebuilds.preset_schedule_at(uuid, text, timestamptz);
+drop function prebuilds.agents_ready(uuid);
+drop function prebuilds.agent_readiness(uuid);
 alter table prebuilds.preset_schedules drop column masks, drop column expression_error;
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
@@ -99,6 +101,24 @@ end;
 comment on function prebuilds.preset_schedule_at(uuid, text, timestamptz) is
 'The pool size a preset''s schedules give at p_now (null: use desired_instances) and a note '
 'saying which schedule is in force or why the schedules are ignored; no row without schedules.';
+
+-- >>> db/functions/agents_ready.sql
+-- The readiness rule (SPEC 2): at least one agent, and every non-deleted agent ready.
+-- Used by the plan (eligible count) and by claim_prebuild.
+
+create function prebuilds.agents_ready(p_job_id uuid)
+returns bool
+language sql
+stable
+parallel safe
+begin atomic
+    select count(*) > 0 and coalesce(bool_and(a.lifecycle_state = 'ready'), false)
+    from prebuilds.workspace_agents as a
+    where a.job_id = p_job_id and not a.deleted;
+end;
+
+comment on function prebuilds.agents_ready(uuid) is
+'True when the build job has at least one non-deleted agent and all of them are ready.';
 
 -- >>> db/functions/preset_plan_at.sql
 -- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per

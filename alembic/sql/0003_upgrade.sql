@@ -1,5 +1,7 @@
--- Revision 0003: each schedule is parsed once, when written, into generated columns; the plan
--- only tests bits. Written by hand above the marker.
+-- Revision 0003: the plan's fixed costs. Each schedule is parsed once, when written, into
+-- generated columns (the plan only tests bits); readiness is a query the planner inlines; live
+-- prebuilds reach their builds by primary key whatever the statistics. Written by hand above
+-- the marker.
 
 alter table prebuilds.preset_schedules
 add column expression_error text generated always as (
@@ -21,6 +23,8 @@ drop function prebuilds.reconciliation_actions_at(timestamptz);
 drop function prebuilds.preset_state_at(timestamptz);
 drop function prebuilds.preset_plan_at(timestamptz);
 drop function prebuilds.preset_schedule_at(uuid, text, timestamptz);
+-- The readiness rule moves into agent_readiness, which the plan inlines.
+drop function prebuilds.agents_ready(uuid);
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
 
@@ -107,6 +111,41 @@ comment on function prebuilds.preset_schedule_at(uuid, text, timestamptz) is
 'The pool size a preset''s schedules give at p_now (null: use desired_instances) and a note '
 'saying which schedule is in force or why the schedules are ignored; no row without schedules.';
 
+-- >>> db/functions/agent_readiness.sql
+-- The readiness rule (SPEC 2): a prebuild is ready when its build job has at least one agent and
+-- every non-deleted agent is ready. A single query the planner inlines into the plan (one index
+-- lookup per running prebuild); agents_ready wraps it for claim_prebuild.
+
+create function prebuilds.agent_readiness(p_job_id uuid)
+returns table (ready bool)
+language sql
+stable
+parallel safe
+rows 1
+begin atomic
+    select count(*) > 0 and coalesce(bool_and(a.lifecycle_state = 'ready'), false) as ready
+    from prebuilds.workspace_agents as a
+    where a.job_id = p_job_id and not a.deleted;
+end;
+
+comment on function prebuilds.agent_readiness(uuid) is
+'One row: whether the build job has at least one non-deleted agent and all of them are ready.';
+
+-- >>> db/functions/agents_ready.sql
+-- The readiness rule as a boolean, for claim_prebuild; the rule itself is agent_readiness.
+
+create function prebuilds.agents_ready(p_job_id uuid)
+returns bool
+language sql
+stable
+parallel safe
+begin atomic
+    select r.ready from prebuilds.agent_readiness(p_job_id) as r;
+end;
+
+comment on function prebuilds.agents_ready(uuid) is
+'True when the build job has at least one non-deleted agent and all of them are ready.';
+
 -- >>> db/functions/preset_plan_at.sql
 -- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
 -- preset.
@@ -169,17 +208,31 @@ begin atomic
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
-            b.build_number,
-            b.transition,
-            b.created_at as build_created_at,
-            b.job_id,
-            j.status as job_status,
-            b.initiator_id = prebuilds.system_user_id() as by_system,
-            b.initiator_id = prebuilds.system_user_id()
-            and j.status in ('pending', 'running') as in_flight
+            lb.build_number,
+            lb.transition,
+            lb.build_created_at,
+            lb.job_id,
+            lb.job_status,
+            lb.initiator_id = prebuilds.system_user_id() as by_system,
+            lb.initiator_id = prebuilds.system_user_id()
+            and lb.job_status in ('pending', 'running') as in_flight
         from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        cross join
+            lateral (
+                select
+                    b.build_number,
+                    b.transition,
+                    b.created_at as build_created_at,
+                    b.job_id,
+                    b.initiator_id,
+                    j.status as job_status
+                from prebuilds.workspace_builds as b
+                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+                where b.id = w.latest_build_id
+                offset 0  -- noqa: AM09
+            ) as lb
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     ),
 
@@ -307,8 +360,7 @@ begin atomic
     ranked as (
         select
             cl.*,
-            cl.running and not cl.expired and cl.is_active
-            and prebuilds.agents_ready(cl.job_id) as eligible,
+            coalesce(rd.ready, false) as eligible,
             cl.job_status = 'failed'
             and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
             -- Oldest first among the unexpired running prebuilds: surplus deletion order.
@@ -323,6 +375,14 @@ begin atomic
             ) as history_rank
         from classified as cl
         cross join cfg
+        -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
+        -- gate in front of the lookup, not a filter after it).
+        left join lateral (
+            select r.ready
+            from prebuilds.agent_readiness(cl.job_id) as r
+            where cl.running and not cl.expired and cl.is_active
+            offset 0  -- noqa: AM09
+        ) as rd on true
     ),
 
     tally as (

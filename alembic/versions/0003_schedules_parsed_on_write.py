@@ -1,4 +1,5 @@
-"""Schedules parsed once, on write: generated expression_error and masks columns.
+"""Fixed costs of the plan: schedules parsed once, on write (generated expression_error and
+masks columns); readiness and build lookups the planner cannot turn into scans.
 
 Revision ID: 0003
 Revises: 0002

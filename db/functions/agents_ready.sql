@@ -1,5 +1,4 @@
--- The readiness rule (SPEC 2): at least one agent, and every non-deleted agent ready.
--- Used by the plan (eligible count) and by claim_prebuild.
+-- The readiness rule as a boolean, for claim_prebuild; the rule itself is agent_readiness.
 
 create function prebuilds.agents_ready(p_job_id uuid)
 returns bool
@@ -7,9 +6,7 @@ language sql
 stable
 parallel safe
 begin atomic
-    select count(*) > 0 and coalesce(bool_and(a.lifecycle_state = 'ready'), false)
-    from prebuilds.workspace_agents as a
-    where a.job_id = p_job_id and not a.deleted;
+    select r.ready from prebuilds.agent_readiness(p_job_id) as r;
 end;
 
 comment on function prebuilds.agents_ready(uuid) is

@@ -59,17 +59,31 @@ begin atomic
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
-            b.build_number,
-            b.transition,
-            b.created_at as build_created_at,
-            b.job_id,
-            j.status as job_status,
-            b.initiator_id = prebuilds.system_user_id() as by_system,
-            b.initiator_id = prebuilds.system_user_id()
-            and j.status in ('pending', 'running') as in_flight
+            lb.build_number,
+            lb.transition,
+            lb.build_created_at,
+            lb.job_id,
+            lb.job_status,
+            lb.initiator_id = prebuilds.system_user_id() as by_system,
+            lb.initiator_id = prebuilds.system_user_id()
+            and lb.job_status in ('pending', 'running') as in_flight
         from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        cross join
+            lateral (
+                select
+                    b.build_number,
+                    b.transition,
+                    b.created_at as build_created_at,
+                    b.job_id,
+                    b.initiator_id,
+                    j.status as job_status
+                from prebuilds.workspace_builds as b
+                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+                where b.id = w.latest_build_id
+                offset 0  -- noqa: AM09
+            ) as lb
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     ),
 
@@ -197,8 +211,7 @@ begin atomic
     ranked as (
         select
             cl.*,
-            cl.running and not cl.expired and cl.is_active
-            and prebuilds.agents_ready(cl.job_id) as eligible,
+            coalesce(rd.ready, false) as eligible,
             cl.job_status = 'failed'
             and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
             -- Oldest first among the unexpired running prebuilds: surplus deletion order.
@@ -213,6 +226,14 @@ begin atomic
             ) as history_rank
         from classified as cl
         cross join cfg
+        -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
+        -- gate in front of the lookup, not a filter after it).
+        left join lateral (
+            select r.ready
+            from prebuilds.agent_readiness(cl.job_id) as r
+            where cl.running and not cl.expired and cl.is_active
+            offset 0  -- noqa: AM09
+        ) as rd on true
     ),
 
     tally as (
