@@ -143,9 +143,9 @@ def baseline_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
     conn = baseline.connect_counting(url, baseline.RoundTrips(), "bench-baseline")
     conn.cursor_factory = CapturingCursor
     captured: list[tuple[Any, Any]] = []
-    conn.captured = captured  # type: ignore[attr-defined]
     with conn:
         prepare_plan_session(conn, jit)
+        conn.captured = captured  # type: ignore[attr-defined]
         started = time.perf_counter()
         with conn.transaction():
             conn.execute(baseline.query("take_lock"), {"key": locks.RECONCILE})
