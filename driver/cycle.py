@@ -57,7 +57,10 @@ class CannotRun(Exception):
 def connect(url: str, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
     try:
         return connection_class.connect(
-            url, application_name=application_name, connect_timeout=CONNECT_TIMEOUT_S
+            url,
+            application_name=application_name,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            prepare_threshold=None,
         )
     except psycopg.OperationalError as exc:
         raise CannotRun(f"cannot connect to the database: {first_line(exc)}") from exc
@@ -155,6 +158,9 @@ def open_write_pool(url: str) -> ConnectionPool[Any]:
             "autocommit": True,
             "application_name": WRITE_APPLICATION_NAME,
             "connect_timeout": CONNECT_TIMEOUT_S,
+            # No server-side prepared statements: behind PgBouncer in transaction mode they
+            # would land on another client's server connection.
+            "prepare_threshold": None,
         },
         name="prebuilds-write",
     )

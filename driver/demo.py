@@ -105,7 +105,9 @@ def state_table(conn: psycopg.Connection[Any]) -> str:
 
 def converge(url: str, display: Display) -> int:
     """Alternate cycles and provisioner runs until a cycle finds nothing to do."""
-    with psycopg.connect(url, autocommit=True, application_name="prebuilds-demo") as conn:
+    with psycopg.connect(
+        url, autocommit=True, application_name="prebuilds-demo", prepare_threshold=None
+    ) as conn:
         flaky = [r[0] for r in conn.execute(_q("flaky_presets")).fetchall()]
         provisioner = SimulatedProvisioner(conn, "demo-provisioner", failing_presets=flaky)
         for cycle in range(1, MAX_CYCLES + 1):
