@@ -22,7 +22,15 @@ import psycopg
 from psycopg.rows import dict_row
 
 from driver import __version__, migrations
-from driver.cycle import CannotRun, check_schema, connect, first_line, plan_only, run_cycle
+from driver.cycle import (
+    CannotRun,
+    Limits,
+    check_schema,
+    connect,
+    first_line,
+    plan_only,
+    run_cycle,
+)
 from driver.logs import configure, log
 from driver.metrics import Metrics
 from driver.model import CycleResult, Outcome
@@ -247,6 +255,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def limits(args: argparse.Namespace) -> Limits:
+    """The cycle's timeouts from ``--lock-timeout`` and ``--statement-timeout``."""
+    default = Limits()
+    return Limits(
+        lock_timeout=getattr(args, "lock_timeout", None) or default.lock_timeout,
+        statement_timeout=getattr(args, "statement_timeout", None) or default.statement_timeout,
+    )
+
+
 def require_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url
     if not url:
@@ -285,8 +302,12 @@ def report_cycle(result: CycleResult) -> None:
             plan_ms=round(result.plan_seconds * 1000, 1),
             apply_ms=round(result.apply_seconds * 1000, 1),
             interrupted=result.interrupted,
+            lock_lost=result.lock_lost,
         )
-    log.info(summary(result), extra=fields)
+    if result.lock_lost:
+        log.warning(summary(result), extra=fields)
+    else:
+        log.info(summary(result), extra=fields)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -294,10 +315,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.metrics_file:
             raise CannotRun("--dry-run writes nothing, --metrics-file included: drop one of them")
-        print(format_plan(plan_only(url)))
+        print(format_plan(plan_only(url, limits(args))))
         return EXIT_OK
     started = time.monotonic()
-    result = run_cycle(url, on_outcome=outcome_reporter(args.verbose))
+    result = run_cycle(url, on_outcome=outcome_reporter(args.verbose), limits=limits(args))
     report_cycle(result)
     if args.metrics_file:
         from driver.loop import refresh_metrics
@@ -345,6 +366,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_outcome=outcome_reporter(args.verbose),
         stop=stop.event,
         max_cycles=args.max_cycles,
+        limits=limits(args),
     )
 
 
@@ -363,6 +385,13 @@ def summary(result: CycleResult) -> str:
         f"{result.tally('noted')} presets in backoff "
         f"(plan {result.plan_seconds * 1000:.0f} ms, apply {result.apply_seconds * 1000:.0f} ms)"
     )
+    if result.plan and result.plan.deferred:
+        text += (
+            f"; {result.plan.deferred} more deferred to the next cycles "
+            f"(settings.max_actions_per_cycle = {result.plan.max_actions_per_cycle})"
+        )
+    if result.lock_lost:
+        text += f"; stopped, lost the reconcile lock: {result.lock_lost}"
     if result.interrupted:
         text += "; interrupted, the rest is left for the next cycle"
     return text
@@ -391,7 +420,7 @@ def print_json(document: Any) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = plan_only(require_url(args))
+    plan = plan_only(require_url(args), limits(args))
     if args.json:
         print_json({"paused": plan.paused, "actions": [asdict(a) for a in plan.actions]})
     else:

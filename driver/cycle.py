@@ -1,11 +1,20 @@
 """One reconciliation cycle (SPEC 4.6): lock, one read, apply through a pool of two, record.
 
 The plan connection opens a ``repeatable read, read only`` transaction, takes the advisory lock
-``locks.RECONCILE`` with ``pg_try_advisory_xact_lock`` and reads the whole plan in one statement.
-Only then does a ``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied
-first, then creates, each as one autocommit statement that calls the write function and logs the
-outcome in the same transaction. The plan transaction commits last, releasing the lock, so a
-second reconciler never plans while the first is still writing. At most three connections.
+``locks.RECONCILE`` (``prebuilds.take_reconcile_lock``, which also says which backend and virtual
+transaction hold it) and reads the whole plan in one statement. Only then does a
+``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied first, then
+creates, each as one autocommit call of ``prebuilds.apply_action``, which applies the action and
+logs it in one transaction. The plan transaction commits last, releasing the lock. At most three
+connections.
+
+**The lock is the only licence to write.** The run row records the lock holder; every action
+checks, in its own transaction, that the holder still holds the lock, behind a write fence that a
+later run's ``start_run`` waits on. So when the plan connection dies (server restart, a killed
+backend, an idle timeout), the next action is refused (SQLSTATE ``PBL01``) even though the write
+pool reconnects, and a second reconciler that takes the free lock starts writing only after the
+first one's writes in flight have committed. A keepalive on the plan connection notices the loss
+within a second even between actions.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -26,7 +36,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from driver import locks
 from driver.migrations import EXPECTED_REVISION
-from driver.model import CycleResult, Outcome, OutcomeKind, Plan, PlannedAction, PlanRow
+from driver.model import (
+    CycleResult,
+    MissingSettings,
+    Outcome,
+    OutcomeKind,
+    Plan,
+    PlannedAction,
+    PlanRow,
+)
 from driver.queries import query
 
 log = logging.getLogger("prebuilds")
@@ -35,6 +53,16 @@ APPLICATION_NAME = "prebuilds-reconciler"
 WRITE_APPLICATION_NAME = "prebuilds-reconciler-write"
 WRITE_POOL_SIZE = 2
 CONNECT_TIMEOUT_S = 10
+#: How often the plan connection is pinged while the writers apply.
+KEEPALIVE_S = 1.0
+#: The server ends the lock transaction of a driver that stopped pinging for this long (a frozen
+#: or stopped process), which frees the lock for the next reconciler; the frozen driver's writes
+#: are then refused.
+LOCK_IDLE_TIMEOUT_S = 30.0
+#: What every "wrong schema" message tells the operator to do.
+MIGRATE_HINT = "run `prebuilds migrate` (or `alembic upgrade head`)"
+#: SQLSTATE raised by start_run and apply_action when the run no longer holds the lock.
+LOCK_LOST_SQLSTATE = "PBL01"
 
 #: Errors that mean "this schema is not the one the driver speaks".
 _SCHEMA_ERRORS = (
@@ -43,6 +71,22 @@ _SCHEMA_ERRORS = (
     errors.UndefinedColumn,
     errors.InvalidSchemaName,
 )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every wait of a cycle (``--lock-timeout``, ``--statement-timeout``)."""
+
+    lock_timeout: float = 5.0
+    statement_timeout: float = 60.0
+
+    @property
+    def lock_timeout_ms(self) -> int:
+        return max(1, round(self.lock_timeout * 1000))
+
+    @property
+    def statement_timeout_ms(self) -> int:
+        return max(1, round(self.statement_timeout * 1000))
 
 
 #: The class every connection of a cycle is made with. Benchmarks swap in a subclass that counts
@@ -73,21 +117,33 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def is_lock_lost(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.Error) and exc.sqlstate == LOCK_LOST_SQLSTATE
+
+
 def read_plan(conn: psycopg.Connection[Any]) -> Plan:
-    """The cycle's only read. Raises CannotRun when the schema is missing or at another revision."""
+    """The cycle's only read. Raises CannotRun when the schema is missing or at another revision,
+    or when the settings row is gone."""
     try:
         with conn.cursor(row_factory=class_row(PlanRow)) as cur:
             rows = cur.execute(query("read_plan")).fetchall()
     except _SCHEMA_ERRORS as exc:
         raise CannotRun(
             f"the database schema is not at revision {EXPECTED_REVISION} "
-            f"({first_line(exc)}); run `alembic upgrade head`"
+            f"({first_line(exc)}); {MIGRATE_HINT}"
         ) from exc
-    plan = Plan.from_rows(rows)
+    except (errors.QueryCanceled, errors.LockNotAvailable) as exc:
+        # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout (a table locked by
+        # a migration or a careless operator).
+        raise CannotRun(f"reading the plan took too long: {first_line(exc)}") from exc
+    try:
+        plan = Plan.from_rows(rows)
+    except MissingSettings as exc:
+        raise CannotRun(str(exc)) from exc
     if plan.schema_revision != EXPECTED_REVISION:
         raise CannotRun(
             f"the database schema is at revision {plan.schema_revision}, this driver needs "
-            f"{EXPECTED_REVISION}; run `alembic upgrade head` (or upgrade the driver)"
+            f"{EXPECTED_REVISION}; {MIGRATE_HINT}, or upgrade the driver"
         )
     return plan
 
@@ -100,24 +156,79 @@ def check_schema(conn: psycopg.Connection[Any]) -> None:
     except _SCHEMA_ERRORS as exc:
         conn.rollback()
         raise CannotRun(
-            f"the prebuilds schema is not installed ({first_line(exc)}); run `alembic upgrade head`"
+            f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
         ) from exc
     conn.rollback()
     revision = row[0] if row else None
     if revision != EXPECTED_REVISION:
         raise CannotRun(
             f"the database schema is at revision {revision}, this driver needs "
-            f"{EXPECTED_REVISION}; run `alembic upgrade head` (or upgrade the driver)"
+            f"{EXPECTED_REVISION}; {MIGRATE_HINT}, or upgrade the driver"
         )
 
 
-def plan_only(url: str) -> Plan:
+def plan_only(url: str, limits: Limits | None = None) -> Plan:
     """Read the plan without the lock and without writing anything (``--dry-run``)."""
+    limits = limits or Limits()
     with connect(url) as conn:
         conn.read_only = True
+        conn.execute(
+            query("session_limits"),
+            {
+                "statement_timeout_ms": limits.statement_timeout_ms,
+                "lock_timeout_ms": limits.lock_timeout_ms,
+            },
+        )
         plan = read_plan(conn)
         conn.rollback()
     return plan
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The plan transaction that holds the reconcile lock, as ``pg_locks`` names it."""
+
+    key: int
+    pid: int
+    vxid: str
+
+
+class LockKeeper:
+    """Pings the plan connection while the writers apply; ``lost`` is set when it breaks.
+
+    The ping keeps the lock transaction from looking idle (so the server's, or our own,
+    ``idle_in_transaction_session_timeout`` only ends a driver that has really stopped) and
+    notices a lost connection within ``KEEPALIVE_S``, between two actions. Only this thread uses
+    the plan connection until ``stop()`` returns.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.lost = threading.Event()
+        self.reason: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lock-keeper", daemon=True)
+
+    def __enter__(self) -> LockKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def mark_lost(self, reason: str) -> None:
+        if not self.lost.is_set():
+            self.reason = reason
+            self.lost.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(KEEPALIVE_S):
+            try:
+                self.conn.execute(query("keepalive"))
+            except psycopg.Error as exc:
+                self.mark_lost(f"the plan connection holding the lock broke: {first_line(exc)}")
+                return
 
 
 def run_cycle(
@@ -125,28 +236,63 @@ def run_cycle(
     *,
     on_outcome: Callable[[Outcome], None] | None = None,
     stop: threading.Event | None = None,
+    limits: Limits | None = None,
 ) -> CycleResult:
     """Run one cycle against ``url``; see the module docstring.
 
     When ``stop`` is set during the cycle, the actions in flight finish, the rest are left for
-    the next cycle, and the run is recorded as interrupted.
+    the next cycle, and the run is recorded as interrupted. Raises CannotRun (or a psycopg error)
+    only before anything was applied.
     """
+    limits = limits or Limits()
     started = time.perf_counter()
     with connect(url) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
-        with conn.transaction():
-            acquired = conn.execute(query("take_lock"), {"key": locks.RECONCILE}).fetchone()
-            if not (acquired and acquired[0]):
-                return CycleResult(status="lock_busy")
-            plan = read_plan(conn)
-            plan_seconds = time.perf_counter() - started
-            # The writes happen while this transaction (and so the lock) is still open.
-            with open_write_pool(url) as pool:
-                return apply_plan(pool, plan, plan_seconds, on_outcome, stop)
+        try:
+            row = conn.execute(
+                query("take_lock"),
+                {
+                    "key": locks.RECONCILE,
+                    "statement_timeout_ms": limits.statement_timeout_ms,
+                    "lock_timeout_ms": limits.lock_timeout_ms,
+                    "idle_timeout_ms": round(LOCK_IDLE_TIMEOUT_S * 1000),
+                },
+            ).fetchone()
+        except _SCHEMA_ERRORS as exc:
+            raise CannotRun(
+                f"the database schema is not at revision {EXPECTED_REVISION} "
+                f"({first_line(exc)}); {MIGRATE_HINT}"
+            ) from exc
+        if not (row and row[0]):
+            conn.rollback()
+            return CycleResult(status="lock_busy")
+        holder = LockHolder(locks.RECONCILE, row[1], row[2])
+        plan = read_plan(conn)
+        plan_seconds = time.perf_counter() - started
+        # The writes happen while this transaction (and so the lock) is still open.
+        with LockKeeper(conn) as keeper, open_write_pool(url, limits) as pool:
+            result = apply_plan(pool, plan, plan_seconds, holder, keeper, on_outcome, stop, limits)
+        try:
+            conn.commit()
+        except psycopg.Error as exc:
+            # A read-only transaction: failing to end it only means the lock is already gone.
+            log.debug("ending the lock transaction: %s", first_line(exc))
+    return result
 
 
-def open_write_pool(url: str) -> ConnectionPool[Any]:
+def open_write_pool(url: str, limits: Limits | None = None) -> ConnectionPool[Any]:
+    limits = limits or Limits()
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(
+            query("session_limits"),
+            {
+                "statement_timeout_ms": limits.statement_timeout_ms,
+                "lock_timeout_ms": limits.lock_timeout_ms,
+            },
+        )
+
     pool: ConnectionPool[Any] = ConnectionPool(
         url,
         min_size=WRITE_POOL_SIZE,
@@ -154,6 +300,9 @@ def open_write_pool(url: str) -> ConnectionPool[Any]:
         open=False,
         connection_class=connection_class,
         check=ConnectionPool.check_connection,
+        configure=configure,
+        timeout=CONNECT_TIMEOUT_S,
+        reconnect_timeout=CONNECT_TIMEOUT_S,
         kwargs={
             "autocommit": True,
             "application_name": WRITE_APPLICATION_NAME,
@@ -172,33 +321,66 @@ def open_write_pool(url: str) -> ConnectionPool[Any]:
     return pool
 
 
+def start_run(
+    pool: ConnectionPool[Any],
+    plan: Plan,
+    plan_seconds: float,
+    holder: LockHolder,
+    limits: Limits,
+) -> int:
+    """Record the run (after earlier runs' writes in flight have committed); CannotRun when the
+    lock is already gone or the fence cannot be passed, since nothing was applied yet."""
+    try:
+        with pool.connection() as conn:
+            row = conn.execute(
+                query("start_run"),
+                {
+                    "lock_key": holder.key,
+                    "lock_pid": holder.pid,
+                    "lock_vxid": holder.vxid,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "actions_planned": len(plan.actions),
+                    "actions_deferred": plan.deferred,
+                    "plan_ms": plan_seconds * 1000,
+                    "lock_timeout_ms": limits.lock_timeout_ms,
+                },
+            ).fetchone()
+    except psycopg.Error as exc:
+        if is_lock_lost(exc):
+            raise CannotRun(f"nothing applied: {first_line(exc)}") from exc
+        if isinstance(exc, errors.LockNotAvailable):
+            raise CannotRun(
+                f"nothing applied: an earlier run's writes are still in flight ({first_line(exc)})"
+            ) from exc
+        raise
+    except PoolTimeout as exc:
+        raise CannotRun(f"nothing applied: no write connection: {first_line(exc)}") from exc
+    assert row is not None
+    run_id: int = row[0]
+    return run_id
+
+
 def apply_plan(
     pool: ConnectionPool[Any],
     plan: Plan,
     plan_seconds: float,
+    holder: LockHolder,
+    keeper: LockKeeper,
     on_outcome: Callable[[Outcome], None] | None = None,
     stop: threading.Event | None = None,
+    limits: Limits | None = None,
 ) -> CycleResult:
     """Record a run, apply its actions in two phases, record how it ended, prune old runs."""
+    limits = limits or Limits()
     started = time.perf_counter()
-    with pool.connection() as conn:
-        row = conn.execute(
-            query("start_run"),
-            {
-                "hostname": socket.gethostname(),
-                "pid": os.getpid(),
-                "actions_planned": len(plan.actions),
-                "plan_ms": plan_seconds * 1000,
-            },
-        ).fetchone()
-    assert row is not None
-    run_id: int = row[0]
+    run_id = start_run(pool, plan, plan_seconds, holder, limits)
 
     outcomes: list[Outcome] = []
     error: str | None = None
     interrupted = False
-    # Set on a stop request, or when this thread is interrupted: workers finish the action in
-    # hand and take no other.
+    # Set on a stop request, a lost lock, or when this thread is interrupted: workers finish the
+    # action in hand and take no other.
     halt = threading.Event()
     try:
         if not plan.paused:
@@ -207,19 +389,27 @@ def apply_plan(
             notes = [a for a in plan.actions if a.action == "backoff"]
             # Cancels and deletes all finish before the first create starts.
             for phase in (removals, creates):
-                done, complete = run_phase(pool, run_id, phase, halt, stop, on_outcome)
+                done, complete = run_phase(
+                    pool, run_id, phase, halt, stop, on_outcome, keeper, limits
+                )
                 outcomes.extend(done)
                 interrupted = interrupted or not complete
-            for outcome in note_actions(pool, run_id, notes):
-                outcomes.append(outcome)
-                if on_outcome:
-                    on_outcome(outcome)
+            if not keeper.lost.is_set():
+                for outcome in note_actions(pool, run_id, notes):
+                    outcomes.append(outcome)
+                    if on_outcome:
+                        on_outcome(outcome)
     except BaseException as exc:
         halt.set()
         error = f"cycle interrupted: {first_line(exc)}"
         raise
     finally:
+        outcomes = settle_outcomes(pool, run_id, outcomes)
+        lost = keeper.reason if keeper.lost.is_set() else None
         failed = sum(1 for o in outcomes if o.outcome == "failed")
+        if lost and error is None:
+            left = len(plan.actions) - len(outcomes)
+            error = f"lost the reconcile lock: {lost}; {left} actions left for the next cycle"
         status = (
             "paused"
             if plan.paused
@@ -229,38 +419,88 @@ def apply_plan(
             if interrupted
             else "succeeded"
         )
-        try:
-            with pool.connection() as conn:
-                conn.execute(
-                    query("finish_run"),
-                    {
-                        "run_id": run_id,
-                        "status": status,
-                        "applied": sum(1 for o in outcomes if o.outcome == "applied"),
-                        "skipped": sum(1 for o in outcomes if o.outcome == "skipped"),
-                        "failed": failed,
-                        "error": error,
-                    },
-                )
-                pruned = conn.execute(query("prune_runs")).rowcount
-                if pruned:
-                    log.debug("pruned %s runs older than settings.run_retention", pruned)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.error(
-                "could not record the end of run %s: %s",
-                run_id,
-                first_line(exc),
-                extra={"event": "run_record_error", "run_id": run_id, "error": first_line(exc)},
-            )
+        finish_run(pool, run_id, status, failed, error)
     return CycleResult(
         status="paused" if plan.paused else "done",
         plan=plan,
         run_id=run_id,
         outcomes=tuple(sorted(outcomes, key=lambda o: o.action.seq)),
-        interrupted=interrupted,
+        interrupted=interrupted and not lost,
         plan_seconds=plan_seconds,
         apply_seconds=time.perf_counter() - started,
+        lock_lost=lost,
     )
+
+
+def settle_outcomes(
+    pool: ConnectionPool[Any], run_id: int, outcomes: list[Outcome]
+) -> list[Outcome]:
+    """Make the outcomes true: an action whose connection broke before its commit was
+    acknowledged may have committed (its log row says so), and every failure gets a log row."""
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    if not failed:
+        return outcomes
+    try:
+        with pool.connection() as conn:
+            rows = conn.execute(
+                query("logged_outcomes"),
+                {"run_id": run_id, "seqs": [o.action.seq for o in failed]},
+            ).fetchall()
+            logged = {seq: (outcome, workspace_id) for seq, outcome, workspace_id in rows}
+            settled = [
+                Outcome(o.action, logged[o.action.seq][0], logged[o.action.seq][1])
+                if o.outcome == "failed"
+                and o.action.seq in logged
+                and logged[o.action.seq][0] != "failed"
+                else o
+                for o in outcomes
+            ]
+            unlogged = [o for o in settled if o.outcome == "failed" and o.action.seq not in logged]
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(
+                    query("log_action"),
+                    [
+                        {**action_params(run_id, o.action), "outcome": "failed", "error": o.error}
+                        for o in unlogged
+                    ],
+                )
+            return settled
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.error(
+            "could not log the %d failed actions of run %s: %s",
+            len(failed),
+            run_id,
+            first_line(exc),
+            extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
+        )
+        return outcomes
+
+
+def finish_run(
+    pool: ConnectionPool[Any], run_id: int, status: str, failed: int, error: str | None
+) -> None:
+    """Record how the run ended (two tries: the server may be coming back), then prune."""
+    for attempt in (1, 2):
+        try:
+            with pool.connection() as conn:
+                conn.execute(
+                    query("finish_run"),
+                    {"run_id": run_id, "status": status, "failed": failed, "error": error},
+                )
+                pruned = conn.execute(query("prune_runs")).rowcount
+                if pruned:
+                    log.debug("pruned %s runs older than settings.run_retention", pruned)
+            return
+        except (psycopg.Error, PoolTimeout) as exc:
+            if attempt == 2:
+                log.error(
+                    "could not record the end of run %s: %s (the next cycle marks it abandoned)",
+                    run_id,
+                    first_line(exc),
+                    extra={"event": "run_record_error", "run_id": run_id, "error": first_line(exc)},
+                )
+            else:
+                time.sleep(0.5)
 
 
 def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
@@ -281,9 +521,11 @@ def run_phase(
     halt: threading.Event,
     stop: threading.Event | None,
     on_outcome: Callable[[Outcome], None] | None,
+    keeper: LockKeeper,
+    limits: Limits,
 ) -> tuple[list[Outcome], bool]:
     """Apply ``actions`` in plan order with two workers; returns the outcomes and whether every
-    action was taken (false when stopped early).
+    action was taken (false when stopped early or when the lock was lost).
 
     Each worker borrows one pooled connection for as long as it has actions, so the pool's
     health check costs one round trip per worker and phase, not one per action; a connection
@@ -292,26 +534,53 @@ def run_phase(
     queue = iter(actions)
     lock = threading.Lock()
     outcomes: list[Outcome] = []
+    # Presets whose row another transaction holds locked (a create timed out waiting for it):
+    # their other creates would wait just as long, so they are left for the next cycle.
+    blocked: dict[Any, str] = {}
+
+    def record(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
 
     def next_action() -> PlannedAction | None:
-        with lock:
-            if halt.is_set() or (stop is not None and stop.is_set()):
-                return None
-            return next(queue, None)
+        while True:
+            with lock:
+                if halt.is_set() or keeper.lost.is_set() or (stop is not None and stop.is_set()):
+                    return None
+                action = next(queue, None)
+            if action is None or action.preset_id not in blocked:
+                return action
+            record(
+                Outcome(
+                    action,
+                    "failed",
+                    None,
+                    f"not attempted: an earlier create of this preset timed out waiting for its "
+                    f"row lock ({blocked[action.preset_id]})",
+                )
+            )
 
     def work() -> None:
         action = next_action()
         while action is not None:
-            with pool.connection() as conn:
-                while action is not None:
-                    outcome = apply_action(conn, run_id, action)
-                    with lock:
-                        outcomes.append(outcome)
-                    if on_outcome:
-                        on_outcome(outcome)
-                    action = next_action()
-                    if conn.broken:
-                        break
+            try:
+                with pool.connection() as conn:
+                    while action is not None:
+                        outcome = apply_action(conn, run_id, action, limits)
+                        if outcome is None:  # refused: the lock is gone
+                            keeper.mark_lost("the run no longer holds the lock in pg_locks")
+                            return
+                        if outcome.lock_timeout and action.action == "create":
+                            blocked.setdefault(action.preset_id, outcome.error or "")
+                        record(outcome)
+                        action = next_action()
+                        if conn.broken:
+                            break
+            except PoolTimeout as exc:
+                keeper.mark_lost(f"no write connection: {first_line(exc)}")
+                return
 
     workers = min(WRITE_POOL_SIZE, len(actions))
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="apply") as executor:
@@ -320,31 +589,34 @@ def run_phase(
     return outcomes, len(outcomes) == len(actions)
 
 
-def apply_action(conn: psycopg.Connection[Any], run_id: int, action: PlannedAction) -> Outcome:
-    """Apply one action in its own transaction (one autocommit statement that also logs it).
+def apply_action(
+    conn: psycopg.Connection[Any], run_id: int, action: PlannedAction, limits: Limits
+) -> Outcome | None:
+    """Apply one action in its own transaction (one autocommit call that also logs it).
 
-    A failure is logged with its error and returned, never raised.
+    Returns None when the database refused it because the run no longer holds the lock. A
+    failure is returned, never raised; its log row is written later (``settle_outcomes``), on
+    whichever connection still works.
     """
-    params = action_params(run_id, action)
+    params = {**action_params(run_id, action), "lock_timeout_ms": limits.lock_timeout_ms}
     try:
-        row = conn.execute(query(f"apply_{action.action}"), params).fetchone()
+        row = conn.execute(query("apply_action"), params).fetchone()
         assert row is not None
         outcome: OutcomeKind = row[0]
         return Outcome(action, outcome, row[1])
     except psycopg.Error as exc:
+        if is_lock_lost(exc):
+            return None
         message = first_line(exc)
         # Debug only: the failure is returned (and reported once by the caller's on_outcome).
         log.debug("action %s %s failed: %s", action.seq, action.action, message)
-        try:
-            conn.execute(query("log_action"), {**params, "outcome": "failed", "error": message})
-        except psycopg.Error as log_exc:
-            log.error(
-                "could not log the failure of action %s: %s",
-                action.seq,
-                log_exc,
-                extra={"event": "action_log_error", "run_id": run_id, "seq": action.seq},
-            )
-        return Outcome(action, "failed", action.workspace_id, message)
+        return Outcome(
+            action,
+            "failed",
+            action.workspace_id,
+            message,
+            lock_timeout=isinstance(exc, errors.LockNotAvailable),
+        )
 
 
 def note_actions(
@@ -353,9 +625,18 @@ def note_actions(
     """Record informational rows (backoff) in one transaction."""
     if not notes:
         return []
-    with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            query("log_action"),
-            [{**action_params(run_id, a), "outcome": "noted", "error": None} for a in notes],
+    try:
+        with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                query("log_action"),
+                [{**action_params(run_id, a), "outcome": "noted", "error": None} for a in notes],
+            )
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.warning(
+            "could not note %d presets in backoff: %s",
+            len(notes),
+            first_line(exc),
+            extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
         )
+        return []
     return [Outcome(a, "noted", None) for a in notes]

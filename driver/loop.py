@@ -16,7 +16,7 @@ from types import FrameType
 
 import psycopg
 
-from driver.cycle import CannotRun, connect, first_line, run_cycle
+from driver.cycle import CannotRun, Limits, connect, first_line, run_cycle
 from driver.logs import log
 from driver.metrics import Metrics
 from driver.model import CycleResult, Outcome
@@ -55,6 +55,7 @@ def run_loop(
     on_outcome: Callable[[Outcome], None] | None = None,
     stop: threading.Event,
     max_cycles: int | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """Cycle every ``interval`` seconds until ``stop`` is set; returns the exit code (0)."""
     cycles = 0
@@ -64,7 +65,7 @@ def run_loop(
         started = time.monotonic()
         wait = interval
         try:
-            result = run_cycle(url, on_outcome=on_outcome, stop=stop)
+            result = run_cycle(url, on_outcome=on_outcome, stop=stop, limits=limits)
             report(result)
             if metrics:
                 metrics.observe(result, time.monotonic() - started)

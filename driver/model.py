@@ -11,12 +11,18 @@ ActionKind = Literal["cancel", "delete", "create", "backoff"]
 OutcomeKind = Literal["applied", "skipped", "failed", "noted"]
 
 
+class MissingSettings(ValueError):
+    """The settings row is gone: no cycle can run until it is restored."""
+
+
 @dataclass(frozen=True)
 class PlanRow:
     """One row of the ``read_plan`` query: the plan's header repeated, plus one action or nulls."""
 
     paused: bool
     schema_revision: str | None
+    max_actions_per_cycle: int
+    deferred_count: int | None
     seq: int | None
     preset_id: UUID | None
     action: ActionKind | None
@@ -57,11 +63,17 @@ class Plan:
     paused: bool
     schema_revision: str | None
     actions: tuple[PlannedAction, ...]
+    #: Actions past settings.max_actions_per_cycle: counted, not read; later cycles apply them.
+    deferred: int = 0
+    max_actions_per_cycle: int | None = None
 
     @classmethod
     def from_rows(cls, rows: list[PlanRow]) -> Plan:
         if not rows:
-            raise ValueError("read_plan returned no row: prebuilds.settings is empty")
+            raise MissingSettings(
+                "prebuilds.settings has no row; restore it with "
+                "`insert into prebuilds.settings default values`"
+            )
         actions = tuple(
             PlannedAction(
                 seq=r.seq,
@@ -78,7 +90,13 @@ class Plan:
             for r in rows
             if r.seq is not None
         )
-        return cls(rows[0].paused, rows[0].schema_revision, actions)
+        return cls(
+            rows[0].paused,
+            rows[0].schema_revision,
+            actions,
+            deferred=rows[0].deferred_count or 0,
+            max_actions_per_cycle=rows[0].max_actions_per_cycle,
+        )
 
     def count(self, kind: ActionKind) -> int:
         return sum(1 for a in self.actions if a.action == kind)
@@ -90,6 +108,8 @@ class Outcome:
     outcome: OutcomeKind
     workspace_id: UUID | None
     error: str | None = None
+    #: The action failed waiting for a row lock (lock_timeout).
+    lock_timeout: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,8 @@ class CycleResult:
     interrupted: bool = False
     plan_seconds: float = 0.0
     apply_seconds: float = 0.0
+    #: Why the run stopped applying because its lock was lost (plan connection gone), or None.
+    lock_lost: str | None = None
 
     def tally(self, outcome: OutcomeKind, action: ActionKind | None = None) -> int:
         return sum(
@@ -117,4 +139,4 @@ class CycleResult:
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.lock_lost else 0

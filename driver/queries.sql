@@ -2,66 +2,101 @@
 -- loads them). Parameters are psycopg named placeholders.
 
 -- name: take_lock
--- Transaction-scoped: released when the read-only plan transaction ends, after the writes.
-select pg_try_advisory_xact_lock(%(key)s) as acquired;
+-- The plan transaction's first statement. Its limits are transaction-local (set_config(…, true)),
+-- so they hold behind PgBouncer in transaction mode too: the plan read's statement_timeout, the
+-- lock_timeout, and an idle_in_transaction_session_timeout that makes the server end the lock
+-- transaction of a driver that froze (a keepalive statement runs every second while applying).
+-- The lock is transaction-scoped: released when this read-only transaction ends, after the writes.
+select
+    l.acquired,
+    l.holder_pid,
+    l.holder_vxid,
+    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
+    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout,
+    set_config(
+        'idle_in_transaction_session_timeout', %(idle_timeout_ms)s || 'ms', true
+    ) as idle_timeout
+from prebuilds.take_reconcile_lock(%(key)s) as l;
+
+-- name: keepalive
+-- Sent on the plan connection every second while the writers apply: keeps the lock transaction
+-- from looking idle and notices at once when the connection (and so the lock) is gone.
+select 1 as alive;
 
 -- name: read_plan
--- The cycle's only read: schema revision, pause flag and every planned action, one statement.
--- One row even when the plan is empty (then the action columns are null).
+-- The cycle's only read: schema revision, settings and every planned action, one statement.
+-- One row even when the plan is empty (then the action columns are null). Actions past
+-- settings.max_actions_per_cycle are counted, not read: later cycles apply them.
 select
-    s.reconciliation_paused as paused,
-    (select v.version_num from alembic_version as v) as schema_revision,
-    a.seq,
-    a.preset_id,
-    a.action,
-    a.workspace_id,
-    a.reason,
-    a.organization_name,
-    a.template_name,
-    a.template_version_name,
-    a.preset_name,
-    a.backoff_until
-from prebuilds.settings as s
-left join prebuilds.reconciliation_actions as a on true
-order by a.seq;
+    p.paused,
+    p.schema_revision,
+    p.max_actions_per_cycle,
+    p.deferred_count,
+    p.seq,
+    p.preset_id,
+    p.action,
+    p.workspace_id,
+    p.reason,
+    p.organization_name,
+    p.template_name,
+    p.template_version_name,
+    p.preset_name,
+    p.backoff_until
+from (
+    select
+        s.reconciliation_paused as paused,
+        (select v.version_num from alembic_version as v) as schema_revision,
+        s.max_actions_per_cycle,
+        (count(*) filter (where a.deferred) over ())::int as deferred_count,
+        a.seq,
+        a.preset_id,
+        a.action,
+        a.workspace_id,
+        a.reason,
+        a.organization_name,
+        a.template_name,
+        a.template_version_name,
+        a.preset_name,
+        a.backoff_until,
+        a.deferred
+    from prebuilds.settings as s
+    left join prebuilds.reconciliation_actions as a on true
+) as p
+where not coalesce(p.deferred, false)
+order by p.seq;
 
 -- name: schema_revision
 -- Only for commands that do not read a plan (the demo's setup); cycles use read_plan.
 select version_num as schema_revision from alembic_version;
 
+-- name: session_limits
+-- Every write connection, when the pool opens it (direct connections and PgBouncer's session
+-- mode; in transaction mode apply_action sets its lock_timeout itself).
+select
+    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', false) as statement_timeout,
+    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', false) as lock_timeout;
+
 -- name: start_run
-insert into prebuilds.reconciliation_runs (hostname, pid, actions_planned, plan_ms)
-values (%(hostname)s, %(pid)s, %(actions_planned)s, %(plan_ms)s)
-returning id;
+-- Waits for earlier runs' writes in flight, checks the lock, marks dead runs abandoned.
+select prebuilds.start_run(
+    %(lock_key)s, %(lock_pid)s, %(lock_vxid)s, %(hostname)s, %(pid)s, %(actions_planned)s,
+    %(actions_deferred)s, %(plan_ms)s, %(lock_timeout_ms)s
+) as run_id;
 
--- name: apply_cancel
--- Each apply statement is one transaction (autocommit): the action and its log row together.
-insert into prebuilds.reconciliation_action_log (
-    run_id, seq, preset_id, action, workspace_id, reason, outcome
-)
-select
-    %(run_id)s, %(seq)s, %(preset_id)s, 'cancel', %(workspace_id)s, %(reason)s,
-    case when prebuilds.cancel_prebuild(%(workspace_id)s) then 'applied' else 'skipped' end
-returning outcome, workspace_id;
+-- name: apply_action
+-- One action and its log row in one transaction (autocommit), refused (SQLSTATE PBL01) once the
+-- run's plan transaction no longer holds the lock.
+select a.outcome, a.workspace_id
+from prebuilds.apply_action(
+    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s,
+    %(lock_timeout_ms)s
+) as a;
 
--- name: apply_delete
-insert into prebuilds.reconciliation_action_log (
-    run_id, seq, preset_id, action, workspace_id, reason, outcome
-)
-select
-    %(run_id)s, %(seq)s, %(preset_id)s, 'delete', %(workspace_id)s, %(reason)s,
-    case when prebuilds.delete_prebuild(%(workspace_id)s) then 'applied' else 'skipped' end
-returning outcome, workspace_id;
-
--- name: apply_create
-insert into prebuilds.reconciliation_action_log (
-    run_id, seq, preset_id, action, workspace_id, reason, outcome
-)
-select
-    %(run_id)s, %(seq)s, %(preset_id)s, 'create', created.workspace_id, %(reason)s,
-    case when created.workspace_id is null then 'skipped' else 'applied' end
-from (select prebuilds.create_prebuild(%(preset_id)s) as workspace_id) as created
-returning outcome, workspace_id;
+-- name: logged_outcomes
+-- After a write connection broke mid-action: did those actions commit? Their log row says.
+select l.seq, l.outcome, l.workspace_id
+from prebuilds.reconciliation_action_log as l
+where l.run_id = %(run_id)s and l.seq = any(%(seqs)s);
 
 -- name: log_action
 -- Failed actions (after their transaction rolled back) and informational backoff rows.
@@ -71,18 +106,11 @@ insert into prebuilds.reconciliation_action_log (
 values (
     %(run_id)s, %(seq)s, %(preset_id)s, %(action)s, %(workspace_id)s, %(reason)s, %(outcome)s,
     %(error)s
-);
+)
+on conflict (run_id, seq) do nothing;
 
 -- name: finish_run
-update prebuilds.reconciliation_runs
-set
-    finished_at = clock_timestamp(),
-    status = %(status)s,
-    actions_applied = %(applied)s,
-    actions_skipped = %(skipped)s,
-    actions_failed = %(failed)s,
-    error = %(error)s
-where id = %(run_id)s;
+select prebuilds.finish_run(%(run_id)s, %(status)s, %(failed)s, %(error)s) as finished;
 
 -- name: acquire_job
 -- Simulated provisioner: the provisioner-side functions only.

@@ -59,10 +59,16 @@ def format_plan(plan: Plan) -> str:
         return "reconciliation is paused: the plan is empty"
     if not plan.actions:
         return "nothing to do"
-    return table(
+    text = table(
         ["seq", "action", "preset", "workspace", "reason"],
         [[a.seq, a.action, a.preset_path, a.workspace_id, a.reason] for a in plan.actions],
     )
+    if plan.deferred:
+        text += (
+            f"\n{plan.deferred} more actions wait for later cycles: a cycle applies at most "
+            f"{plan.max_actions_per_cycle} (prebuilds.settings.max_actions_per_cycle)"
+        )
+    return text
 
 
 def format_outcome(outcome: Outcome) -> str:

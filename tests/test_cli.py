@@ -291,6 +291,7 @@ def test_schema_at_another_revision_exits_2(conn: Conn, db_url: str, dry_run: bo
     assert proc.stdout == ""
     assert one_line(proc.stderr) == (
         "prebuilds: cannot run: the database schema is at revision 0000, this driver needs "
-        f"{EXPECTED_REVISION}; run `alembic upgrade head` (or upgrade the driver)"
+        f"{EXPECTED_REVISION}; run `prebuilds migrate` (or `alembic upgrade head`), or upgrade "
+        "the driver"
     )
     assert fingerprint(conn) == before

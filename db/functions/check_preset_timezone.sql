@@ -6,6 +6,9 @@
 -- accepts it and spells it the same way (it answers a zone file's own spelling, and rejects
 -- abbreviations); a name with digits may be a POSIX spec or an offset, and is looked up in
 -- pg_timezone_names (which reads every zone file: tens of milliseconds, so only for those).
+-- Zone files that are not Area/Location names are refused too: abbreviations and POSIX rules
+-- kept as files ('CET', 'EST5EDT', 'GMT', 'posixrules') and the posix/ and right/ trees; 'UTC'
+-- is the one exception.
 
 create function prebuilds.check_preset_timezone()
 returns trigger
@@ -36,7 +39,13 @@ begin
         ) then
             v_spelling := null;
         end if;
-        if v_spelling is distinct from v_zone then
+        if v_spelling is not null and v_spelling <> 'UTC' and (
+            v_spelling !~ '^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)+$'
+            or v_spelling ~ '^(posix|right|SystemV)/'
+        ) then
+            v_error := quote_literal(v_zone) || ' is not an IANA Area/Location time zone name'
+                || ' (abbreviations and POSIX rules change meaning; use e.g. Europe/Paris or UTC)';
+        elsif v_spelling is distinct from v_zone then
             v_error := quote_literal(v_zone) || ' is not an IANA time zone name'
                 || coalesce(' (did you mean ' || quote_literal(v_spelling) || '?)', '');
         end if;
@@ -51,4 +60,5 @@ end;
 $$;
 
 comment on function prebuilds.check_preset_timezone() is
-'Trigger: rejects a scheduling_timezone that is not an IANA time zone name the server knows.';
+'Trigger: rejects a scheduling_timezone that is not an IANA Area/Location time zone name the '
+'server knows (or UTC).';

@@ -1,6 +1,7 @@
 -- The plan: every unit of work at p_now, in the order to apply it (SPEC 3, 4.4).
 -- Cancels and deletes first, then creates interleaved across presets, then informational backoff
--- rows. The driver reads it through the view reconciliation_actions; tests call it directly.
+-- rows. Actions past settings.max_actions_per_cycle are `deferred`: the next cycles take them.
+-- The driver reads it through the view reconciliation_actions; tests call it directly.
 
 create function prebuilds.reconciliation_actions_at(p_now timestamptz)
 returns table (
@@ -13,7 +14,8 @@ returns table (
     template_name text,
     template_version_name text,
     preset_name text,
-    backoff_until timestamptz
+    backoff_until timestamptz,
+    deferred bool
 )
 language sql
 stable
@@ -70,32 +72,46 @@ begin atomic
             pl.backoff_until
         from plan as pl
         where pl.blocked_reason = 'backoff'
+    ),
+
+    numbered as (
+        select
+            it.*,
+            (
+                row_number() over (
+                    order by
+                        it.phase,
+                        -- Creates are interleaved: every preset's first, then every second, …
+                        case when it.phase = 2 then it.n end,
+                        it.organization_name, it.template_name, it.template_version_name,
+                        it.preset_name, it.preset_id, it.n
+                )
+            )::int as seq
+        from items as it
     )
 
     select
-        (
-            row_number() over (
-                order by
-                    it.phase,
-                    -- Creates are interleaved: every preset's first, then every second, …
-                    case when it.phase = 2 then it.n end,
-                    it.organization_name, it.template_name, it.template_version_name,
-                    it.preset_name, it.preset_id, it.n
-            )
-        )::int as seq,
-        it.preset_id,
-        it.action,
-        it.workspace_id,
-        it.reason,
-        it.organization_name,
-        it.template_name,
-        it.template_version_name,
-        it.preset_name,
-        it.backoff_until
-    from items as it
-    order by seq;
+        nb.seq,
+        nb.preset_id,
+        nb.action,
+        nb.workspace_id,
+        nb.reason,
+        nb.organization_name,
+        nb.template_name,
+        nb.template_version_name,
+        nb.preset_name,
+        nb.backoff_until,
+        -- Work comes before the backoff notes, so its seq is its rank among the work.
+        coalesce(
+            nb.phase < 3
+            and nb.seq > (select s.max_actions_per_cycle from prebuilds.settings as s),
+            false
+        ) as deferred
+    from numbered as nb
+    order by nb.seq;
 end;
 
 comment on function prebuilds.reconciliation_actions_at(timestamptz) is
 'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
-'across presets) and informational backoff rows.';
+'across presets) and informational backoff rows; deferred marks work past '
+'settings.max_actions_per_cycle, left for later cycles.';

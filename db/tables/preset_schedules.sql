@@ -6,7 +6,7 @@ create table prebuilds.preset_schedules (
     id uuid primary key default gen_random_uuid(),
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,
     cron_expression text not null check (cron_expression <> ''),
-    desired_instances int not null check (desired_instances >= 0),
+    desired_instances int not null check (desired_instances between 0 and 10000),
     created_at timestamptz not null default clock_timestamp(),
     expression_error text generated always as (
         prebuilds.cron_expression_error(cron_expression)

@@ -5,7 +5,7 @@ create table prebuilds.presets (
     id uuid primary key default gen_random_uuid(),
     template_version_id uuid not null references prebuilds.template_versions (id),
     name text not null check (name <> ''),
-    desired_instances int check (desired_instances >= 0),
+    desired_instances int check (desired_instances between 0 and 10000),
     ttl_seconds int check (ttl_seconds = 0 or ttl_seconds >= 60),
     scheduling_timezone text not null default '',
     last_invalidated_at timestamptz,
@@ -22,7 +22,8 @@ comment on column prebuilds.presets.template_version_id is
 'The template version; the preset is active only while this is its template''s active version.';
 comment on column prebuilds.presets.name is 'Preset name, unique per template version.';
 comment on column prebuilds.presets.desired_instances is
-'Pool size when no schedule is in force; null means no pool (existing prebuilds are deleted).';
+'Pool size when no schedule is in force, 0 to 10,000; null means no pool (existing prebuilds are '
+'deleted).';
 comment on column prebuilds.presets.ttl_seconds is
 'Prebuilds older than this many seconds expire and are replaced; null or 0 disables, otherwise at'
 ' least 60.';

@@ -11,6 +11,7 @@ create table prebuilds.reconciliation_action_log (
     outcome text not null check (outcome in ('applied', 'skipped', 'failed', 'noted')),
     error text,
     finished_at timestamptz not null default clock_timestamp(),
+    started_at timestamptz,
     primary key (run_id, seq)
 );
 
@@ -28,4 +29,6 @@ comment on column prebuilds.reconciliation_action_log.reason is 'Why the plan as
 comment on column prebuilds.reconciliation_action_log.outcome is
 'applied, skipped (nothing to do any more), failed (error) or noted (backoff rows).';
 comment on column prebuilds.reconciliation_action_log.error is 'Error message of a failed action.';
+comment on column prebuilds.reconciliation_action_log.started_at is
+'When the action passed its lock check and started (null for failures logged afterwards).';
 comment on column prebuilds.reconciliation_action_log.finished_at is 'When the action finished.';

@@ -6,7 +6,7 @@ create table prebuilds.reconciliation_runs (
     started_at timestamptz not null default clock_timestamp(),
     finished_at timestamptz,
     status text not null default 'running'
-    check (status in ('running', 'succeeded', 'failed', 'paused', 'interrupted')),
+    check (status in ('running', 'succeeded', 'failed', 'paused', 'interrupted', 'abandoned')),
     hostname text not null default '',
     pid int,
     actions_planned int not null default 0 check (actions_planned >= 0),
@@ -14,21 +14,26 @@ create table prebuilds.reconciliation_runs (
     actions_skipped int not null default 0 check (actions_skipped >= 0),
     actions_failed int not null default 0 check (actions_failed >= 0),
     plan_ms double precision,
-    error text
+    error text,
+    lock_key bigint,
+    lock_pid int,
+    lock_vxid text,
+    actions_deferred int not null default 0 check (actions_deferred >= 0)
 );
 
 create index reconciliation_runs_started_at_idx on prebuilds.reconciliation_runs (started_at);
 
 comment on table prebuilds.reconciliation_runs is
-'Reconciliation cycles, one row each; a row left in status running means the driver died mid-'
-'cycle.';
+'Reconciliation cycles, one row each. A run whose driver died is marked abandoned by the next '
+'cycle that takes the lock.';
 comment on column prebuilds.reconciliation_runs.id is 'Primary key, increasing.';
 comment on column prebuilds.reconciliation_runs.started_at is 'When the cycle started applying.';
 comment on column prebuilds.reconciliation_runs.finished_at is 'When the cycle finished.';
 comment on column prebuilds.reconciliation_runs.status is
-'running, succeeded (every action applied or skipped), failed (an action or the cycle failed), '
-'paused (nothing planned: reconciliation is paused) or interrupted (stopped by a signal after '
-'the action in flight).';
+'running, succeeded (every action applied or skipped), failed (an action or the cycle failed, '
+'or it lost the lock), paused (nothing planned: reconciliation is paused), interrupted (stopped '
+'by a signal after the action in flight) or abandoned (its driver died; found by a later '
+'cycle, with the counts of its action log).';
 comment on column prebuilds.reconciliation_runs.hostname is 'Host the driver ran on.';
 comment on column prebuilds.reconciliation_runs.pid is 'Process id of the driver.';
 comment on column prebuilds.reconciliation_runs.actions_planned is
@@ -42,4 +47,13 @@ comment on column prebuilds.reconciliation_runs.actions_failed is 'Actions that 
 comment on column prebuilds.reconciliation_runs.plan_ms is
 'Milliseconds spent taking the lock and reading the plan.';
 comment on column prebuilds.reconciliation_runs.error is 'Why the cycle failed, when it did.';
+comment on column prebuilds.reconciliation_runs.lock_key is
+'The advisory lock this run held (driver/locks.py RECONCILE).';
+comment on column prebuilds.reconciliation_runs.lock_pid is
+'Backend pid of the connection holding the lock; every action checks it still holds it.';
+comment on column prebuilds.reconciliation_runs.lock_vxid is
+'Virtual transaction id of the lock transaction (pg_locks.virtualtransaction), so a reused pid '
+'never passes for the holder.';
+comment on column prebuilds.reconciliation_runs.actions_deferred is
+'Actions left for later cycles by settings.max_actions_per_cycle.';
 comment on index prebuilds.reconciliation_runs_started_at_idx is 'Recent cycles first; pruning.';

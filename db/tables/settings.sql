@@ -9,12 +9,15 @@ create table prebuilds.settings (
     backoff_lookback interval not null default '1 hour'
     check (backoff_lookback > interval '0'),
     failure_hard_limit int not null default 3 check (failure_hard_limit >= 0),
-    max_pending_creates int check (max_pending_creates > 0),
+    max_pending_creates int check (max_pending_creates between 1 and 100000),
     run_retention interval not null default '30 days'
-    check (run_retention >= interval '1 hour')
+    check (run_retention >= interval '1 hour'),
+    max_actions_per_cycle int not null default 1000
+    check (max_actions_per_cycle between 1 and 100000)
 );
 
-comment on table prebuilds.settings is 'Reconciler settings; a single row.';
+comment on table prebuilds.settings is
+'Reconciler settings; a single row, which cannot be deleted (update it instead).';
 comment on column prebuilds.settings.singleton is 'Always true: keeps the table at one row.';
 comment on column prebuilds.settings.reconciliation_paused is
 'When true the reconciler plans and applies nothing.';
@@ -28,3 +31,6 @@ comment on column prebuilds.settings.max_pending_creates is
 'Cap on prebuild start jobs pending or running in the whole deployment; null means no cap.';
 comment on column prebuilds.settings.run_retention is
 'Cycles (and their action rows) older than this are pruned by the driver.';
+comment on column prebuilds.settings.max_actions_per_cycle is
+'A cycle applies at most this many actions (cancels, deletes, creates); the rest wait for the '
+'next cycle, so no plan holds the lock for long.';

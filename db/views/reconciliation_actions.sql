@@ -11,7 +11,8 @@ select
     ra.template_name,
     ra.template_version_name,
     ra.preset_name,
-    ra.backoff_until
+    ra.backoff_until,
+    ra.deferred
 from prebuilds.reconciliation_actions_at(now()) as ra;
 
 comment on view prebuilds.reconciliation_actions is
@@ -33,3 +34,5 @@ comment on column prebuilds.reconciliation_actions.template_version_name is
 comment on column prebuilds.reconciliation_actions.preset_name is 'Preset name.';
 comment on column prebuilds.reconciliation_actions.backoff_until is
 'For backoff rows: when creates may resume.';
+comment on column prebuilds.reconciliation_actions.deferred is
+'Past settings.max_actions_per_cycle: this cycle leaves it for the next ones.';
