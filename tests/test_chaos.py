@@ -84,8 +84,8 @@ def test_drivers_killed_at_random_never_overlap_or_overfill(conn: Conn, db_url: 
     # Then calm: cycles and the provisioner until the plan is empty.
     cycles = 0
     while scalar(conn, "select count(*) from prebuilds.reconciliation_actions") and cycles < 10:
-        proc = run_cli("reconcile", url=db_url, timeout=120)
-        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        calm = run_cli("reconcile", url=db_url, timeout=120)
+        assert calm.returncode == 0, (calm.stdout, calm.stderr)
         provisioner.drain()
         cycles += 1
     provisioner.drain()
