@@ -137,6 +137,15 @@ def name(text: str) -> str:
     return text
 
 
+def revision_id(text: str) -> str:
+    """An Alembic revision id: it names files under alembic/, so letters, digits and _ only."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", text):
+        raise argparse.ArgumentTypeError(
+            f"must be a revision id such as 0004 (letters, digits, _), not {text!r}"
+        )
+    return text
+
+
 class Parser(argparse.ArgumentParser):
     """Argument errors as one line, ``prebuilds: cannot run: <the problem>`` (in the chosen log
     format), and exit code 2 — not argparse's usage block."""
@@ -381,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "below a marker line; what you wrote above it (drops, alters) is kept. Revisions older "
         "than head are refused. See README, 'Adding a migration'.",
     )
-    freeze.add_argument("revision", help="revision id, e.g. 0003")
+    freeze.add_argument("revision", type=revision_id, help="revision id, e.g. 0003")
     freeze.add_argument(
         "objects", nargs="*", metavar="OBJECT", help="db/ file that the revision changes"
     )
@@ -402,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(log_format_in(argv))  # argument errors are logged in the format asked for
     args = build_parser().parse_args(argv)
     configure(args.log_format)
-    if args.database_url is None and os.environ.get("DATABASE_URL"):
+    if getattr(args, "database_url", "") is None and os.environ.get("DATABASE_URL"):
         args.database_url = os.environ["DATABASE_URL"]
         args.database_url_source = "$DATABASE_URL"
     try:

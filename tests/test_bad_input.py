@@ -270,6 +270,19 @@ CASES = [
         "bad database URL: scheme 'mysql' is not postgresql:// or postgres:// (from $DATABASE_URL)",
         url="mysql://root@localhost/db",
     ),
+    # the development command (needs no database, whatever $DATABASE_URL says)
+    case(
+        "freeze-path-as-revision",
+        "freeze ../../tmp/x",
+        "revision must be a revision id such as 0004 (letters, digits, _), not '../../tmp/x'",
+        url="notaurl",
+    ),
+    case(
+        "freeze-old-revision",
+        "freeze 0001",
+        "revision 0001 is older than head …",
+        url="notaurl",
+    ),
     # what argparse itself refuses, on one line too
     case(
         "unknown-option",
