@@ -12,13 +12,17 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from driver import __version__, migrations
@@ -31,7 +35,7 @@ from driver.cycle import (
     plan_only,
     run_cycle,
 )
-from driver.logs import configure, log
+from driver.logs import LogFormat, configure, log
 from driver.metrics import Metrics
 from driver.model import CycleResult, Outcome
 from driver.queries import query
@@ -42,22 +46,154 @@ EXIT_OK, EXIT_ACTIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-def parse_interval(text: str) -> float:
-    """``90``, ``90s``, ``5m``, ``1h`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+# --- arguments ---------------------------------------------------------------------------------
+#
+# Every argument is checked before anything connects: a bad one is one line naming the option and
+# the rule, exit 2, and nothing in the database changes. The ``type=`` functions below raise
+# ArgumentTypeError with a message that starts with "must" or "is"; ``Parser.error`` prefixes it
+# with the option's name.
+
+MAX_NAME_LENGTH = 200
+MAX_HISTORY_LIMIT = 10_000
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*(ms|s|m|h|d)?\s*", re.ASCII)
+
+#: Bounds of the durations, in seconds: (smallest, largest).
+INTERVAL_BOUNDS = (0.01, 86400.0)
+LOCK_TIMEOUT_BOUNDS = (0.1, 600.0)
+STATEMENT_TIMEOUT_BOUNDS = (1.0, 3600.0)
+DEFAULT_LOCK_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 60.0
+
+
+def show_duration(seconds: float) -> str:
+    """``0.1`` → ``100ms``, ``600`` → ``10m``: the largest unit that gives a whole number."""
+    for unit in ("d", "h", "m", "s", "ms"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
+    return f"{seconds:g}s"
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``500ms``, ``5m``, ``1h``, ``1d`` → seconds (a finite number ≥ 0)."""
+    match = _DURATION.fullmatch(text)
     if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 60s, 5m or 1h)")
-    value = float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "s"]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the interval must be positive")
-    return value
+        if text.strip().startswith("-"):
+            raise argparse.ArgumentTypeError("must be positive")
+        raise argparse.ArgumentTypeError(
+            f"must be a duration such as 500ms, 60s, 5m or 1h, not {text!r}"
+        )
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def duration(bounds: tuple[float, float]) -> Callable[[str], float]:
+    """A ``type=`` for a duration between ``bounds`` (inclusive)."""
+    smallest, largest = bounds
+
+    def parse(text: str) -> float:
+        value = parse_duration(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError("must be positive")
+        if not smallest <= value <= largest:
+            raise argparse.ArgumentTypeError(
+                f"must be between {show_duration(smallest)} and {show_duration(largest)}"
+            )
+        return value
+
+    return parse
+
+
+parse_interval = duration(INTERVAL_BOUNDS)
+
+
+def whole_number(smallest: int, largest: int) -> Callable[[str], int]:
+    """A ``type=`` for an integer between ``smallest`` and ``largest`` (inclusive)."""
+
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text, re.ASCII):
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
+        value = int(text)
+        if value < smallest:
+            raise argparse.ArgumentTypeError(f"must be at least {smallest}")
+        if value > largest:
+            raise argparse.ArgumentTypeError(f"must be at most {largest}")
+        return value
+
+    return parse
+
+
+def port(text: str) -> int:
+    if not re.fullmatch(r"\s*[0-9]+\s*", text, re.ASCII) or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
+def name(text: str) -> str:
+    """An organization, template or preset name: not empty, not absurdly long, printable."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(text) > MAX_NAME_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"is too long: {len(text)} characters (at most {MAX_NAME_LENGTH})"
+        )
+    for i, char in enumerate(text):
+        if unicodedata.category(char) == "Cc":
+            raise argparse.ArgumentTypeError(
+                f"must not contain control characters ({char!r} at position {i + 1})"
+            )
+    return text
+
+
+def revision_id(text: str) -> str:
+    """An Alembic revision id: it names files under alembic/, so letters, digits and _ only."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", text):
+        raise argparse.ArgumentTypeError(
+            f"must be a revision id such as 0004 (letters, digits, _), not {text!r}"
+        )
+    return text
+
+
+class Parser(argparse.ArgumentParser):
+    """Argument errors as one line, ``prebuilds: cannot run: <the problem>`` (in the chosen log
+    format), and exit code 2 — not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        ours = re.fullmatch(r"argument (\S+): ((?:must|is) .*)", message, re.DOTALL)
+        missing = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if ours:
+            option = ours[1].split("/")[-1]
+            message = f"{option} {ours[2]}"
+        elif missing:
+            option = missing[1].split("/")[-1]
+            message = f"{option} needs a value (one that starts with '-' is written {option}=VALUE)"
+        else:
+            message = f"{message} (see `{self.prog} --help`)"
+        log.error("cannot run: %s", message, extra={"event": "bad_argument"})
+        self.exit(EXIT_CANNOT_RUN)
+
+
+def log_format_in(argv: Sequence[str]) -> LogFormat:
+    """The ``--log-format`` that ``argv`` asks for (so that even an argument error is logged in
+    it), as argparse would read it: ``--log-format json``, ``--log-format=json`` or a prefix."""
+    fmt: LogFormat = "text"
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        option, equals, value = arg.partition("=")
+        if len(option) < 5 or not "--log-format".startswith(option):
+            continue
+        if not equals:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        if value in ("text", "json"):
+            fmt = "json" if value == "json" else "text"
+    return fmt
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL"),
         metavar="URL",
         help="postgresql:// URL of the database (default: $DATABASE_URL)",
     )
@@ -67,8 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text lines (default) or one JSON object per line",
     )
+    # Bounded waits, for the commands that query.
+    timeouts = Parser(add_help=False)
+    timeouts.add_argument(
+        "--lock-timeout",
+        type=duration(LOCK_TIMEOUT_BOUNDS),
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="DURATION",
+        help="give up a statement that waits this long for a row or table lock "
+        f"(default {show_duration(DEFAULT_LOCK_TIMEOUT)}; "
+        f"{show_duration(LOCK_TIMEOUT_BOUNDS[0])} to {show_duration(LOCK_TIMEOUT_BOUNDS[1])})",
+    )
+    timeouts.add_argument(
+        "--statement-timeout",
+        type=duration(STATEMENT_TIMEOUT_BOUNDS),
+        default=DEFAULT_STATEMENT_TIMEOUT,
+        metavar="DURATION",
+        help="give up a statement that runs this long "
+        f"(default {show_duration(DEFAULT_STATEMENT_TIMEOUT)}; "
+        f"{show_duration(STATEMENT_TIMEOUT_BOUNDS[0])} to "
+        f"{show_duration(STATEMENT_TIMEOUT_BOUNDS[1])})",
+    )
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prebuilds",
         description="Keep pools of prebuilt workspaces at their desired size. The rules live in "
         "the database (prebuilds.reconciliation_actions); this command applies them and lets "
@@ -79,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prebuilds {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Handler, summary: str, details: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=summary, description=details)
+    def command(
+        name: str, handler: Handler, summary: str, details: str, *, queries: bool = False
+    ) -> argparse.ArgumentParser:
+        parents = [common, timeouts] if queries else [common]
+        p = sub.add_parser(name, parents=parents, help=summary, description=details)
         p.set_defaults(handler=handler)
         return p
 
@@ -93,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and action outcome is recorded in prebuilds.reconciliation_runs and "
         "prebuilds.reconciliation_action_log. If another reconciler holds the lock, says so and "
         "exits 0.",
+        queries=True,
     )
     rec.add_argument(
         "--dry-run",
@@ -104,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-file",
         metavar="PATH",
         help="after the cycle, write Prometheus metrics to PATH atomically (node_exporter's "
-        "textfile collector)",
+        "textfile collector); PATH's directory must exist and be writable (checked before the "
+        "cycle)",
     )
 
     run = command(
@@ -114,22 +276,27 @@ def build_parser() -> argparse.ArgumentParser:
         "Run a reconciliation cycle every --interval. SIGTERM or SIGINT stops it cleanly: the "
         "action in flight finishes, no transaction is left open. When the database restarts the "
         "loop logs it and retries until it is back.",
+        queries=True,
     )
     run.add_argument(
         "--interval",
         type=parse_interval,
         default=60.0,
         metavar="DURATION",
-        help="time between cycle starts: 60s (default), 5m, 1h, …",
+        help="time between cycle starts: 60s (default), 5m, 1h, …; "
+        f"{show_duration(INTERVAL_BOUNDS[0])} to {show_duration(INTERVAL_BOUNDS[1])}",
     )
     run.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port"
+        "--metrics-port",
+        type=port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (1 to 65535)",
     )
     run.add_argument(
         "--metrics-address", default="0.0.0.0", metavar="ADDR", help="bind address for metrics"
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log every action's outcome")
-    run.add_argument("--max-cycles", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--max-cycles", type=whole_number(1, 2**31 - 1), help=argparse.SUPPRESS)
 
     plan = command(
         "plan",
@@ -137,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         "show what the next cycle would do, and why",
         "Print prebuilds.reconciliation_actions: every action the next cycle would apply, with "
         "its reason. Takes no lock and writes nothing.",
+        queries=True,
     )
     plan.add_argument("--json", action="store_true", help="one JSON document")
 
@@ -147,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Print prebuilds.preset_state: one row per preset under consideration (active with a "
         "pool, or with prebuilds to clean up). BLOCKED says why wanted creates are held back: "
         "paused, hard_limited (see resume-preset), backoff or capped (max_pending_creates).",
+        queries=True,
     )
     add_name_filters(status, template_required=False)
     status.add_argument("--json", action="store_true", help="one JSON document")
@@ -188,8 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "show recent cycles and the actions that failed",
         "Print the latest rows of prebuilds.reconciliation_runs, then the failed actions of "
         "those cycles with their errors (prebuilds.reconciliation_action_log).",
+        queries=True,
     )
-    hist.add_argument("--limit", type=int, default=10, help="cycles to show (default 10)")
+    hist.add_argument(
+        "--limit",
+        type=whole_number(1, MAX_HISTORY_LIMIT),
+        default=10,
+        help=f"cycles to show (default 10, at most {MAX_HISTORY_LIMIT})",
+    )
     hist.add_argument("--json", action="store_true", help="one JSON document")
 
     demo = sub.add_parser(
@@ -201,7 +376,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--database-url",
-        default=os.environ.get("DATABASE_URL"),
         metavar="URL",
         help="use this (empty) database instead of an embedded server (default: $DATABASE_URL)",
     )
@@ -224,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "below a marker line; what you wrote above it (drops, alters) is kept. Revisions older "
         "than head are refused. See README, 'Adding a migration'.",
     )
-    freeze.add_argument("revision", help="revision id, e.g. 0003")
+    freeze.add_argument("revision", type=revision_id, help="revision id, e.g. 0003")
     freeze.add_argument(
         "objects", nargs="*", metavar="OBJECT", help="db/ file that the revision changes"
     )
@@ -233,14 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_name_filters(p: argparse.ArgumentParser, *, template_required: bool) -> None:
-    p.add_argument("--organization", metavar="NAME", help="organization name")
-    p.add_argument("--template", required=template_required, metavar="NAME", help="template name")
-    p.add_argument("--preset", metavar="NAME", help="preset name (default: all of them)")
+    p.add_argument("--organization", type=name, metavar="NAME", help="organization name")
+    p.add_argument(
+        "--template", type=name, required=template_required, metavar="NAME", help="template name"
+    )
+    p.add_argument("--preset", type=name, metavar="NAME", help="preset name (default: all of them)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    configure(log_format_in(argv))  # argument errors are logged in the format asked for
     args = build_parser().parse_args(argv)
     configure(args.log_format)
+    if getattr(args, "database_url", "") is None and os.environ.get("DATABASE_URL"):
+        args.database_url = os.environ["DATABASE_URL"]
+        args.database_url_source = "$DATABASE_URL"
     try:
         code: int = args.handler(args)
         return code
@@ -253,6 +434,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted", extra={"event": "interrupted"})
         return 130
+    except Exception as exc:
+        if args.log_format != "json":
+            raise  # a bug: the traceback says where
+        # JSON output stays JSON: the traceback goes into the record's "exception" field.
+        log.error(
+            "internal error: %s: %s",
+            type(exc).__name__,
+            first_line(exc),
+            exc_info=exc,
+            extra={"event": "internal_error"},
+        )
+        return EXIT_ACTIONS_FAILED
 
 
 def limits(args: argparse.Namespace) -> Limits:
@@ -268,7 +461,38 @@ def require_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url
     if not url:
         raise CannotRun("no database: set DATABASE_URL or pass --database-url")
+    check_database_url(url, getattr(args, "database_url_source", "--database-url"))
     return url
+
+
+_PASSWORD = re.compile(r"^(\w[\w+.-]*://[^/?#@:]*:)[^@/?#]*@")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (libpq quotes the URL in some of its messages)."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def check_database_url(url: str, source: str) -> None:
+    """Refuse a URL that cannot name a PostgreSQL database, before anything connects: one line,
+    "bad database URL: …", never the password."""
+
+    def bad(problem: str) -> CannotRun:
+        return CannotRun(f"bad database URL: {problem} (from {source})")
+
+    scheme, separator, _ = url.partition("://")
+    if not separator:
+        raise bad("not a postgresql:// URL")
+    if scheme.lower() not in ("postgresql", "postgres"):
+        shown = repr(scheme) if re.fullmatch(r"\w[\w+.-]*", scheme, re.ASCII) else "it"
+        raise bad(f"scheme {shown} is not postgresql:// or postgres://")
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise bad(first_line(exc).replace(url, redact_url(url))) from exc
+    for value in str(info.get("port") or "").split(","):
+        if value and not (value.isdigit() and 1 <= int(value) <= 65535):
+            raise bad(f"port must be a number from 1 to 65535, not {value!r}")
 
 
 # --- reconciling -------------------------------------------------------------------------------
@@ -310,11 +534,47 @@ def report_cycle(result: CycleResult) -> None:
         log.info(summary(result), extra=fields)
 
 
+def check_metrics_file(path: str) -> None:
+    """Raise CannotRun unless the metrics file can be written, before the cycle runs: its
+    directory exists and takes a new file (a temporary file is created and removed there, as
+    the atomic write will), and the path is not a directory or a device."""
+
+    def problem() -> str | None:
+        target = Path(path)
+        if path.strip() == "":
+            return "the path is empty"
+        if target.is_dir():
+            return "it is a directory"
+        if target.exists() and not target.is_file():
+            return "it exists and is not a regular file"
+        directory = target.parent
+        if not directory.exists():
+            return f"directory {directory} does not exist"
+        if not directory.is_dir():
+            return f"{directory} is not a directory"
+        try:
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".check")
+        except OSError as exc:
+            return f"directory {directory} is not writable ({exc.strerror or exc})"
+        os.close(fd)
+        os.unlink(probe)
+        return None
+
+    try:
+        found = problem()
+    except (OSError, ValueError) as exc:  # e.g. a NUL byte, a permission denied on the way
+        found = first_line(exc)
+    if found:
+        raise CannotRun(f"cannot write metrics to {path}: {found}")
+
+
 def cmd_reconcile(args: argparse.Namespace) -> int:
+    if args.dry_run and args.metrics_file:
+        raise CannotRun("--dry-run writes nothing, --metrics-file included: drop one of them")
+    if args.metrics_file is not None:
+        check_metrics_file(args.metrics_file)
     url = require_url(args)
     if args.dry_run:
-        if args.metrics_file:
-            raise CannotRun("--dry-run writes nothing, --metrics-file included: drop one of them")
         print(format_plan(plan_only(url, limits(args))))
         return EXIT_OK
     started = time.monotonic()
@@ -404,6 +664,15 @@ def operator_connection(args: argparse.Namespace) -> psycopg.Connection[Any]:
     """A connection for the operator commands, refused when the schema is not the driver's."""
     conn = connect(require_url(args), "prebuilds-cli")
     try:
+        bounds = limits(args)
+        conn.execute(
+            query("session_limits"),
+            {
+                "statement_timeout_ms": bounds.statement_timeout_ms,
+                "lock_timeout_ms": bounds.lock_timeout_ms,
+            },
+        )
+        conn.commit()
         check_schema(conn)
     except BaseException:
         conn.close()
@@ -422,26 +691,48 @@ def print_json(document: Any) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     plan = plan_only(require_url(args), limits(args))
     if args.json:
-        print_json({"paused": plan.paused, "actions": [asdict(a) for a in plan.actions]})
+        print_json(
+            {
+                "paused": plan.paused,
+                "actions": [asdict(a) for a in plan.actions],
+                "deferred": plan.deferred,
+                "max_actions_per_cycle": plan.max_actions_per_cycle,
+            }
+        )
     else:
         print(format_plan(plan))
     return EXIT_OK
+
+
+def name_filters(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"organization": args.organization, "template": args.template, "preset": args.preset}
+
+
+def unknown_name(conn: psycopg.Connection[Any], args: argparse.Namespace) -> str | None:
+    """ "template 'x'" when a name given matches nothing at all (each within the ones before it:
+    organization, template, preset), else None."""
+    row = conn.execute(query("unknown_name", "cli_queries.sql"), name_filters(args)).fetchone()
+    conn.rollback()
+    kind: str | None = row[0] if row else None
+    if kind is None:
+        return None
+    text = f"{kind} {getattr(args, kind)!r}"
+    if kind == "preset" and args.template:
+        text += f" of template {args.template!r}"
+    if kind != "organization" and args.organization:
+        text += f" in organization {args.organization!r}"
+    return text
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with operator_connection(args) as conn:
         rows = (
             conn.cursor(row_factory=dict_row)
-            .execute(
-                query("status"),
-                {
-                    "organization": args.organization,
-                    "template": args.template,
-                    "preset": args.preset,
-                },
-            )
+            .execute(query("status"), name_filters(args))
             .fetchall()
         )
+        if not rows and (unknown := unknown_name(conn, args)):
+            raise CannotRun(f"no such {unknown}")
     if args.json:
         print_json(rows)
     else:
@@ -449,9 +740,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MISSING_SETTINGS = (
+    "prebuilds.settings has no row (it was deleted), so there is nothing to pause or resume; "
+    "restore it with: insert into prebuilds.settings default values"
+)
+
+
 def set_paused(args: argparse.Namespace, paused: bool) -> int:
     with operator_connection(args) as conn:
-        conn.execute(query("set_paused"), {"paused": paused})
+        row = conn.execute(query("set_paused"), {"paused": paused}).fetchone()
+        if row is None:
+            conn.rollback()
+            raise CannotRun(MISSING_SETTINGS)
         conn.commit()
     log.info(
         "reconciliation %s"
@@ -482,7 +782,9 @@ def find_presets(conn: psycopg.Connection[Any], args: argparse.Namespace) -> lis
     if args.organization:
         wanted += f" in organization {args.organization!r}"
     if not rows:
-        raise CannotRun(f"no preset on the active version of {wanted}")
+        unknown = unknown_name(conn, args)
+        prefix = f"no such {unknown}: " if unknown else ""
+        raise CannotRun(f"{prefix}no preset on the active version of {wanted}")
     organizations = {r["organization_name"] for r in rows}
     if len(organizations) > 1:
         raise CannotRun(
@@ -529,8 +831,6 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise CannotRun("--limit must be at least 1")
     with operator_connection(args) as conn:
         cur = conn.cursor(row_factory=dict_row)
         runs = cur.execute(query("history_runs"), {"limit": args.limit}).fetchall()
@@ -551,7 +851,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from driver.demo import run_demo
 
-    return run_demo(args.database_url, sys.stdout)
+    url = require_url(args) if args.database_url else None
+    return run_demo(url, sys.stdout)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

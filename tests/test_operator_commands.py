@@ -226,10 +226,11 @@ def test_status_filters_narrow_the_rows_and_json_has_the_preset_state_columns(
         ["--organization", "globex"],
         ["--template", "web"],
         ["--organization", "acme", "--template", "web", "--preset", "small"],
-        ["--template", "nope"],
     ]
-    *results, text = run_all(
-        [["status", "--json", *f] for f in filters] + [["status", "--preset", "large"]], db_url
+    *results, text, unknown = run_all(
+        [["status", "--json", *f] for f in filters]
+        + [["status", "--preset", "large"], ["status", "--json", "--template", "nope"]],
+        db_url,
     )
     names = [
         sorted((r["organization_name"], r["template_name"], r["preset_name"]) for r in rows)
@@ -246,7 +247,6 @@ def test_status_filters_narrow_the_rows_and_json_has_the_preset_state_columns(
         [("globex", "web", "default")],
         [("acme", "web", "large"), ("acme", "web", "small"), ("globex", "web", "default")],
         [("acme", "web", "small")],
-        [],
     ]
     everything = json.loads(results[0].stdout)
     assert all(list(row) == columns for row in everything)
@@ -262,6 +262,8 @@ def test_status_filters_narrow_the_rows_and_json_has_the_preset_state_columns(
     assert [(r["ORG"], r["TEMPLATE"], r["PRESET"]) for r in parse_table(ok(text))] == [
         ("acme", "web", "large")
     ]
+    # A name that matches nothing at all is a mistake, not an empty pool (issue 7, item 8).
+    assert refused(unknown).endswith("no such template 'nope'")
 
 
 @pytest.fixture
