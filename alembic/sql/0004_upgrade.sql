@@ -340,6 +340,108 @@ comment on trigger settings_keep_row on prebuilds.settings is
 comment on trigger settings_keep_row_truncate on prebuilds.settings is
 'Refuses to truncate the settings table.';
 
+-- >>> db/functions/check_settings.sql
+-- Trigger function: the settings row is checked when written, with a message that names the
+-- setting and its rule (the CHECK constraints stay as the backstop). Called by the trigger
+-- settings_check.
+
+create function prebuilds.check_settings()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_problem text;
+begin
+    if new.backoff_interval <= interval '0' then
+        v_problem := format('backoff_interval must be positive (got %s)', new.backoff_interval);
+    elsif new.backoff_lookback <= interval '0' then
+        v_problem := format('backoff_lookback must be positive (got %s)', new.backoff_lookback);
+    elsif new.failure_hard_limit < 0 then
+        v_problem := format(
+            'failure_hard_limit must be 0 (disabled) or more (got %s)', new.failure_hard_limit
+        );
+    elsif new.max_pending_creates not between 1 and 100000 then
+        v_problem := format(
+            'max_pending_creates must be between 1 and 100000, or null for no cap (got %s)',
+            new.max_pending_creates
+        );
+    elsif new.run_retention < interval '1 hour' then
+        v_problem := format('run_retention must be at least 1 hour (got %s)', new.run_retention);
+    elsif new.max_actions_per_cycle not between 1 and 100000 then
+        v_problem := format(
+            'max_actions_per_cycle must be between 1 and 100000 (got %s)',
+            new.max_actions_per_cycle
+        );
+    end if;
+    if v_problem is not null then
+        raise exception 'invalid setting: %', v_problem
+            using errcode = 'check_violation', table = 'settings', schema = 'prebuilds';
+    end if;
+    return new;
+end;
+$$;
+
+comment on function prebuilds.check_settings() is
+'Trigger: rejects a settings value that breaks its rule, with a message naming the setting.';
+
+-- >>> db/triggers/settings_check.sql
+-- Settings are validated when written, with messages naming the setting (issue 7).
+
+create trigger settings_check
+before insert or update on prebuilds.settings
+for each row execute function prebuilds.check_settings();
+
+comment on trigger settings_check on prebuilds.settings is
+'Rejects a settings value that breaks its rule, with a message naming the setting.';
+
+-- >>> db/functions/check_preset_pool.sql
+-- Trigger function: a preset's pool settings are checked when written, with a message that names
+-- the column and the rule (the CHECK constraints stay as the backstop, but their message names
+-- only the constraint and dumps the row). Called by the trigger presets_check_pool.
+
+create function prebuilds.check_preset_pool()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_problem text;
+begin
+    if new.name = '' or char_length(new.name) > 200 then
+        v_problem := format('name must be 1 to 200 characters (got %s)', char_length(new.name));
+    elsif new.desired_instances not between 0 and 10000 then
+        v_problem := format(
+            'desired_instances must be between 0 and 10000, or null for no pool (got %s)',
+            new.desired_instances
+        );
+    elsif new.ttl_seconds < 0 or new.ttl_seconds between 1 and 59 then
+        v_problem := format(
+            'ttl_seconds must be null or 0 (no TTL), or at least 60 (got %s)', new.ttl_seconds
+        );
+    end if;
+    if v_problem is not null then
+        raise exception 'invalid preset %: %', quote_literal(left(new.name, 60)), v_problem
+            using errcode = 'check_violation', table = 'presets', schema = 'prebuilds';
+    end if;
+    return new;
+end;
+$$;
+
+comment on function prebuilds.check_preset_pool() is
+'Trigger: rejects a preset whose name, desired_instances or ttl_seconds breaks its rule, naming '
+'the column and the rule.';
+
+-- >>> db/triggers/presets_check_pool.sql
+-- Pool settings are validated when written, with messages naming the column (issue 7).
+
+create trigger presets_check_pool
+before insert or update of name, desired_instances, ttl_seconds on prebuilds.presets
+for each row execute function prebuilds.check_preset_pool();
+
+comment on trigger presets_check_pool on prebuilds.presets is
+'Rejects a name, desired_instances or ttl_seconds that breaks its rule, with a message naming it.';
+
 -- >>> db/functions/write_fence_key.sql
 -- The write fence of a reconcile lock key: the same 64 bits as two int4 halves, which
 -- PostgreSQL keeps in a keyspace of its own (pg_locks.objsubid 2), so no new key is registered.

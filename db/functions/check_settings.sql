@@ -1,0 +1,43 @@
+-- Trigger function: the settings row is checked when written, with a message that names the
+-- setting and its rule (the CHECK constraints stay as the backstop). Called by the trigger
+-- settings_check.
+
+create function prebuilds.check_settings()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_problem text;
+begin
+    if new.backoff_interval <= interval '0' then
+        v_problem := format('backoff_interval must be positive (got %s)', new.backoff_interval);
+    elsif new.backoff_lookback <= interval '0' then
+        v_problem := format('backoff_lookback must be positive (got %s)', new.backoff_lookback);
+    elsif new.failure_hard_limit < 0 then
+        v_problem := format(
+            'failure_hard_limit must be 0 (disabled) or more (got %s)', new.failure_hard_limit
+        );
+    elsif new.max_pending_creates not between 1 and 100000 then
+        v_problem := format(
+            'max_pending_creates must be between 1 and 100000, or null for no cap (got %s)',
+            new.max_pending_creates
+        );
+    elsif new.run_retention < interval '1 hour' then
+        v_problem := format('run_retention must be at least 1 hour (got %s)', new.run_retention);
+    elsif new.max_actions_per_cycle not between 1 and 100000 then
+        v_problem := format(
+            'max_actions_per_cycle must be between 1 and 100000 (got %s)',
+            new.max_actions_per_cycle
+        );
+    end if;
+    if v_problem is not null then
+        raise exception 'invalid setting: %', v_problem
+            using errcode = 'check_violation', table = 'settings', schema = 'prebuilds';
+    end if;
+    return new;
+end;
+$$;
+
+comment on function prebuilds.check_settings() is
+'Trigger: rejects a settings value that breaks its rule, with a message naming the setting.';
