@@ -664,16 +664,17 @@ def operator_connection(args: argparse.Namespace) -> psycopg.Connection[Any]:
     """A connection for the operator commands, refused when the schema is not the driver's."""
     conn = connect(require_url(args), "prebuilds-cli")
     try:
+        check_schema(conn)  # ends its transaction
         bounds = limits(args)
+        # The command's transaction starts with its timeouts, local to it (nothing stays on a
+        # server connection that a pooler hands on).
         conn.execute(
-            query("session_limits"),
+            query("local_limits"),
             {
                 "statement_timeout_ms": bounds.statement_timeout_ms,
                 "lock_timeout_ms": bounds.lock_timeout_ms,
             },
         )
-        conn.commit()
-        check_schema(conn)
     except BaseException:
         conn.close()
         raise

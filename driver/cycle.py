@@ -173,7 +173,7 @@ def plan_only(url: str, limits: Limits | None = None) -> Plan:
     with connect(url) as conn:
         conn.read_only = True
         conn.execute(
-            query("session_limits"),
+            query("local_limits"),
             {
                 "statement_timeout_ms": limits.statement_timeout_ms,
                 "lock_timeout_ms": limits.lock_timeout_ms,
@@ -271,7 +271,7 @@ def run_cycle(
         plan = read_plan(conn)
         plan_seconds = time.perf_counter() - started
         # The writes happen while this transaction (and so the lock) is still open.
-        with LockKeeper(conn) as keeper, open_write_pool(url, limits) as pool:
+        with LockKeeper(conn) as keeper, open_write_pool(url) as pool:
             result = apply_plan(pool, plan, plan_seconds, holder, keeper, on_outcome, stop, limits)
         try:
             conn.commit()
@@ -281,18 +281,10 @@ def run_cycle(
     return result
 
 
-def open_write_pool(url: str, limits: Limits | None = None) -> ConnectionPool[Any]:
-    limits = limits or Limits()
-
-    def configure(conn: psycopg.Connection[Any]) -> None:
-        conn.execute(
-            query("session_limits"),
-            {
-                "statement_timeout_ms": limits.statement_timeout_ms,
-                "lock_timeout_ms": limits.lock_timeout_ms,
-            },
-        )
-
+def open_write_pool(url: str) -> ConnectionPool[Any]:
+    """Two autocommit connections with no session state: each write statement carries its own
+    transaction-local timeouts (see ``write``), so nothing stays on a server connection that a
+    pooler in transaction mode would hand to another client."""
     pool: ConnectionPool[Any] = ConnectionPool(
         url,
         min_size=WRITE_POOL_SIZE,
@@ -300,7 +292,6 @@ def open_write_pool(url: str, limits: Limits | None = None) -> ConnectionPool[An
         open=False,
         connection_class=connection_class,
         check=ConnectionPool.check_connection,
-        configure=configure,
         timeout=CONNECT_TIMEOUT_S,
         reconnect_timeout=CONNECT_TIMEOUT_S,
         kwargs={
@@ -332,8 +323,10 @@ def start_run(
     lock is already gone or the fence cannot be passed, since nothing was applied yet."""
     try:
         with pool.connection() as conn:
-            row = conn.execute(
-                query("start_run"),
+            row = write(
+                conn,
+                "start_run",
+                limits,
                 {
                     "lock_key": holder.key,
                     "lock_pid": holder.pid,
@@ -343,9 +336,8 @@ def start_run(
                     "actions_planned": len(plan.actions),
                     "actions_deferred": plan.deferred,
                     "plan_ms": plan_seconds * 1000,
-                    "lock_timeout_ms": limits.lock_timeout_ms,
                 },
-            ).fetchone()
+            )
     except psycopg.Error as exc:
         if is_lock_lost(exc):
             raise CannotRun(f"nothing applied: {first_line(exc)}") from exc
@@ -589,6 +581,26 @@ def run_phase(
     return outcomes, len(outcomes) == len(actions)
 
 
+def write(
+    conn: psycopg.Connection[Any], name: str, limits: Limits, params: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Run a two-statement write query (its timeouts, then the call) as one simple-protocol
+    message, which PostgreSQL executes as one implicit transaction; returns the call's row."""
+    with psycopg.ClientCursor(conn) as cur:
+        cur.execute(
+            query(name),
+            {
+                **params,
+                "statement_timeout_ms": limits.statement_timeout_ms,
+                "lock_timeout_ms": limits.lock_timeout_ms,
+            },
+        )
+        cur.nextset()
+        row: tuple[Any, ...] | None = cur.fetchone()
+    assert row is not None
+    return row
+
+
 def apply_action(
     conn: psycopg.Connection[Any], run_id: int, action: PlannedAction, limits: Limits
 ) -> Outcome | None:
@@ -598,10 +610,8 @@ def apply_action(
     failure is returned, never raised; its log row is written later (``settle_outcomes``), on
     whichever connection still works.
     """
-    params = {**action_params(run_id, action), "lock_timeout_ms": limits.lock_timeout_ms}
     try:
-        row = conn.execute(query("apply_action"), params).fetchone()
-        assert row is not None
+        row = write(conn, "apply_action", limits, action_params(run_id, action))
         outcome: OutcomeKind = row[0]
         return Outcome(action, outcome, row[1])
     except psycopg.Error as exc:

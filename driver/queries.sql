@@ -69,27 +69,36 @@ order by p.seq;
 -- Only for commands that do not read a plan (the demo's setup); cycles use read_plan.
 select version_num as schema_revision from alembic_version;
 
--- name: session_limits
--- Every write connection, when the pool opens it (direct connections and PgBouncer's session
--- mode; in transaction mode apply_action sets its lock_timeout itself).
+-- name: local_limits
+-- The first statement of an operator command's or a dry run's transaction: its timeouts, local
+-- to the transaction, so they never stay on a server connection that a pooler hands on.
 select
-    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', false) as statement_timeout,
-    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', false) as lock_timeout;
+    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
+    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
 
 -- name: start_run
--- Waits for earlier runs' writes in flight, checks the lock, marks dead runs abandoned.
+-- Two statements in one message (client-side binding, simple protocol), which PostgreSQL runs
+-- as one implicit transaction: the timeouts are local to it, and statement_timeout is re-armed
+-- for the second statement. start_run waits for earlier runs' writes in flight, checks the lock
+-- and marks dead runs abandoned.
+select
+    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
+    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
 select prebuilds.start_run(
     %(lock_key)s, %(lock_pid)s, %(lock_vxid)s, %(hostname)s, %(pid)s, %(actions_planned)s,
-    %(actions_deferred)s, %(plan_ms)s, %(lock_timeout_ms)s
+    %(actions_deferred)s, %(plan_ms)s
 ) as run_id;
 
 -- name: apply_action
--- One action and its log row in one transaction (autocommit), refused (SQLSTATE PBL01) once the
--- run's plan transaction no longer holds the lock.
+-- One action and its log row in one transaction, refused (SQLSTATE PBL01) once the run's plan
+-- transaction no longer holds the lock. Sent like start_run: its timeouts first, in the same
+-- implicit transaction.
+select
+    set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
+    set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
 select a.outcome, a.workspace_id
 from prebuilds.apply_action(
-    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s,
-    %(lock_timeout_ms)s
+    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s
 ) as a;
 
 -- name: logged_outcomes

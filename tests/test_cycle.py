@@ -432,7 +432,6 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
     write_queries = {
         text_of_query(n): n
         for n in (
-            "session_limits",
             "start_run",
             "apply_action",
             "log_action",
@@ -441,7 +440,6 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
         )
     }
     assert Counter(write_queries[t] for _, t in others) == {
-        "session_limits": 2,  # timeouts, once per pooled connection
         "start_run": 1,
         "apply_action": 6,  # 2 deletes, 4 creates
         "log_action": 1,  # the backoff note, in one executemany

@@ -2,8 +2,8 @@
 -- of the objects 0004 re-created.
 
 drop function prebuilds.finish_run(bigint, text, int, text);
-drop function prebuilds.apply_action(bigint, int, text, uuid, uuid, text, int);
-drop function prebuilds.start_run(bigint, int, text, text, int, int, int, double precision, int);
+drop function prebuilds.apply_action(bigint, int, text, uuid, uuid, text);
+drop function prebuilds.start_run(bigint, int, text, text, int, int, int, double precision);
 drop function prebuilds.take_reconcile_lock(bigint);
 drop function prebuilds.reconcile_lock_held(bigint, int, text);
 drop function prebuilds.write_fence_key(bigint, int);

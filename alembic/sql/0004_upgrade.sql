@@ -540,8 +540,7 @@ create function prebuilds.start_run(
     p_pid int,
     p_actions_planned int,
     p_actions_deferred int,
-    p_plan_ms double precision,
-    p_lock_timeout_ms int default null
+    p_plan_ms double precision
 )
 returns bigint
 language plpgsql
@@ -551,9 +550,6 @@ as $$
 declare
     v_run_id bigint;
 begin
-    if p_lock_timeout_ms is not null then
-        perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-    end if;
     perform pg_catalog.pg_advisory_xact_lock(
         prebuilds.write_fence_key(p_lock_key, 1), prebuilds.write_fence_key(p_lock_key, 2)
     );
@@ -600,7 +596,7 @@ end;
 $$;
 
 comment on function prebuilds.start_run(
-    bigint, int, text, text, int, int, int, double precision, int
+    bigint, int, text, text, int, int, int, double precision
 ) is
 'Starts a run of the plan transaction (p_lock_pid, p_lock_vxid) that holds lock p_lock_key: '
 'waits for earlier runs'' writes in flight, marks dead runs abandoned, returns the new run id. '
@@ -619,8 +615,7 @@ create function prebuilds.apply_action(
     p_action text,
     p_preset_id uuid,
     p_workspace_id uuid,
-    p_reason text,
-    p_lock_timeout_ms int default null
+    p_reason text
 )
 returns table (outcome text, workspace_id uuid)
 language plpgsql
@@ -631,9 +626,6 @@ declare
     v_run prebuilds.reconciliation_runs;
     v_started timestamptz;
 begin
-    if p_lock_timeout_ms is not null then
-        perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-    end if;
     select r.* into v_run from prebuilds.reconciliation_runs as r where r.id = p_run_id;
     if not found then
         raise exception 'no reconciliation run %', p_run_id using errcode = 'PBL01';
@@ -675,7 +667,7 @@ begin
 end;
 $$;
 
-comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text, int) is
+comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) is
 'Applies one action (create, delete or cancel) of run p_run_id and logs its outcome, if the run '
 'still holds the reconcile lock (else SQLSTATE PBL01); returns applied or skipped and the '
 'workspace.';

@@ -10,8 +10,7 @@ create function prebuilds.apply_action(
     p_action text,
     p_preset_id uuid,
     p_workspace_id uuid,
-    p_reason text,
-    p_lock_timeout_ms int default null
+    p_reason text
 )
 returns table (outcome text, workspace_id uuid)
 language plpgsql
@@ -22,9 +21,6 @@ declare
     v_run prebuilds.reconciliation_runs;
     v_started timestamptz;
 begin
-    if p_lock_timeout_ms is not null then
-        perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-    end if;
     select r.* into v_run from prebuilds.reconciliation_runs as r where r.id = p_run_id;
     if not found then
         raise exception 'no reconciliation run %', p_run_id using errcode = 'PBL01';
@@ -66,7 +62,7 @@ begin
 end;
 $$;
 
-comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text, int) is
+comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) is
 'Applies one action (create, delete or cancel) of run p_run_id and logs its outcome, if the run '
 'still holds the reconcile lock (else SQLSTATE PBL01); returns applied or skipped and the '
 'workspace.';

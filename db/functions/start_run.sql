@@ -14,8 +14,7 @@ create function prebuilds.start_run(
     p_pid int,
     p_actions_planned int,
     p_actions_deferred int,
-    p_plan_ms double precision,
-    p_lock_timeout_ms int default null
+    p_plan_ms double precision
 )
 returns bigint
 language plpgsql
@@ -25,9 +24,6 @@ as $$
 declare
     v_run_id bigint;
 begin
-    if p_lock_timeout_ms is not null then
-        perform pg_catalog.set_config('lock_timeout', p_lock_timeout_ms || 'ms', true);
-    end if;
     perform pg_catalog.pg_advisory_xact_lock(
         prebuilds.write_fence_key(p_lock_key, 1), prebuilds.write_fence_key(p_lock_key, 2)
     );
@@ -74,7 +70,7 @@ end;
 $$;
 
 comment on function prebuilds.start_run(
-    bigint, int, text, text, int, int, int, double precision, int
+    bigint, int, text, text, int, int, int, double precision
 ) is
 'Starts a run of the plan transaction (p_lock_pid, p_lock_vxid) that holds lock p_lock_key: '
 'waits for earlier runs'' writes in flight, marks dead runs abandoned, returns the new run id. '
