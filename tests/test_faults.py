@@ -19,6 +19,7 @@ import pytest
 
 from driver import cycle
 from driver.cycle import CannotRun, Limits, run_cycle
+from tests.servers import PrivateDb
 from tests.support import overfull, run_cli, scalar, start_cli
 
 Conn = psycopg.Connection[Any]
@@ -139,6 +140,50 @@ def test_killed_plan_connection_stops_the_writers_and_a_second_run_waits(
     print(
         f"\nkilled plan connection: run 1 applied {applied1} then stopped, 0 actions started "
         f"after the kill; run 2 applied {applied2}; overlaps 0; pools {len(pools)} at size"
+    )
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_server_restart_mid_cycle_stops_the_first_run(private_db: PrivateDb, mode: str) -> None:
+    """pg_ctl restart mid-cycle: the plan connection and its lock die, the write pool reconnects
+    to the restarted server, and its next action is refused; a second driver started at once
+    applies the rest, never at the same time as the first."""
+    url = private_db.url
+    with psycopg.connect(url, autocommit=True) as conn:
+        for i in range(4):
+            preset(conn, f"big-{i}", 150)
+        slow_creates(conn, 0.004)
+        first = start_cli("reconcile", url=url)
+        wait_until(lambda: applied(conn) >= 60, "the first driver to apply 60 actions")
+    seconds = private_db.server.restart(mode)
+    second = start_cli("reconcile", url=url)
+    out1, err1 = first.communicate(timeout=120)
+    out2, err2 = second.communicate(timeout=120)
+    assert first.returncode == 1, (out1, err1)
+    assert "lost the reconcile lock" in out1 + err1
+    assert second.returncode == 0, (out2, err2)
+    with psycopg.connect(url, autocommit=True) as conn:
+        (run1, status1, applied1, *_), *_later = runs(conn)
+        assert status1 in ("failed", "abandoned")
+        # Nothing of the first run was written by the restarted server.
+        after_restart = scalar(
+            conn,
+            "select count(*) from prebuilds.reconciliation_action_log "
+            "where run_id = %s and outcome = 'applied' and started_at > pg_postmaster_start_time()",
+            (run1,),
+        )
+        assert after_restart == 0
+        assert overlapping_runs(conn) == 0
+        for _ in range(2):  # the second run may have planned before the first gave up
+            if scalar(conn, "select count(*) from prebuilds.reconciliation_actions"):
+                assert run_cli("reconcile", url=url).returncode == 0
+        assert scalar(conn, "select count(*) from prebuilds.reconciliation_actions") == 0
+        assert overfull(conn) == []
+        total = applied(conn)
+    assert total == 600
+    print(
+        f"\nrestart -m {mode} ({seconds:.2f} s) mid-cycle: run 1 applied {applied1}, 0 after the "
+        f"restart, ended {status1}; later runs applied {total - applied1}; overlaps 0"
     )
 
 
