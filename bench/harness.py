@@ -120,7 +120,7 @@ def ours_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
         prepare_plan_session(conn, jit)
         started = time.perf_counter()
         with conn.transaction():
-            conn.execute(query("take_lock"), {"key": locks.RECONCILE})
+            conn.execute(query("take_lock"), cycle.take_lock_params(cycle.Limits()))
             plan = cycle.read_plan(conn)
         client = time.perf_counter() - started
         with conn.transaction():

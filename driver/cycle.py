@@ -24,6 +24,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -231,6 +232,16 @@ class LockKeeper:
                 return
 
 
+def take_lock_params(limits: Limits) -> dict[str, Any]:
+    """Parameters of the ``take_lock`` query: the key and the lock transaction's local limits."""
+    return {
+        "key": locks.RECONCILE,
+        "statement_timeout_ms": limits.statement_timeout_ms,
+        "lock_timeout_ms": limits.lock_timeout_ms,
+        "idle_timeout_ms": round(LOCK_IDLE_TIMEOUT_S * 1000),
+    }
+
+
 def run_cycle(
     url: str,
     *,
@@ -250,15 +261,7 @@ def run_cycle(
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         try:
-            row = conn.execute(
-                query("take_lock"),
-                {
-                    "key": locks.RECONCILE,
-                    "statement_timeout_ms": limits.statement_timeout_ms,
-                    "lock_timeout_ms": limits.lock_timeout_ms,
-                    "idle_timeout_ms": round(LOCK_IDLE_TIMEOUT_S * 1000),
-                },
-            ).fetchone()
+            row = conn.execute(query("take_lock"), take_lock_params(limits)).fetchone()
         except _SCHEMA_ERRORS as exc:
             raise CannotRun(
                 f"the database schema is not at revision {EXPECTED_REVISION} "
@@ -432,40 +435,50 @@ def settle_outcomes(
     failed = [o for o in outcomes if o.outcome == "failed"]
     if not failed:
         return outcomes
-    try:
-        with pool.connection() as conn:
-            rows = conn.execute(
-                query("logged_outcomes"),
-                {"run_id": run_id, "seqs": [o.action.seq for o in failed]},
-            ).fetchall()
-            logged = {seq: (outcome, workspace_id) for seq, outcome, workspace_id in rows}
-            settled = [
-                Outcome(o.action, logged[o.action.seq][0], logged[o.action.seq][1])
-                if o.outcome == "failed"
-                and o.action.seq in logged
-                and logged[o.action.seq][0] != "failed"
-                else o
-                for o in outcomes
-            ]
-            unlogged = [o for o in settled if o.outcome == "failed" and o.action.seq not in logged]
-            with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(
-                    query("log_action"),
-                    [
-                        {**action_params(run_id, o.action), "outcome": "failed", "error": o.error}
-                        for o in unlogged
-                    ],
-                )
-            return settled
-    except (psycopg.Error, PoolTimeout) as exc:
-        log.error(
-            "could not log the %d failed actions of run %s: %s",
-            len(failed),
-            run_id,
-            first_line(exc),
-            extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
-        )
-        return outcomes
+    for attempt in (1, 2):  # two tries: the connection may have been killed under us
+        try:
+            return _settle(pool, run_id, outcomes, failed)
+        except (psycopg.Error, PoolTimeout) as exc:
+            if attempt == 1:
+                time.sleep(0.2)
+                continue
+            log.error(
+                "could not log the %d failed actions of run %s: %s",
+                len(failed),
+                run_id,
+                first_line(exc),
+                extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
+            )
+    return outcomes
+
+
+def _settle(
+    pool: ConnectionPool[Any], run_id: int, outcomes: list[Outcome], failed: list[Outcome]
+) -> list[Outcome]:
+    with pool.connection() as conn:
+        rows = conn.execute(
+            query("logged_outcomes"),
+            {"run_id": run_id, "seqs": [o.action.seq for o in failed]},
+        ).fetchall()
+        logged = {seq: (outcome, workspace_id) for seq, outcome, workspace_id in rows}
+        settled = [
+            Outcome(o.action, logged[o.action.seq][0], logged[o.action.seq][1])
+            if o.outcome == "failed"
+            and o.action.seq in logged
+            and logged[o.action.seq][0] != "failed"
+            else o
+            for o in outcomes
+        ]
+        unlogged = [o for o in settled if o.outcome == "failed" and o.action.seq not in logged]
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                query("log_action"),
+                [
+                    {**action_params(run_id, o.action), "outcome": "failed", "error": o.error}
+                    for o in unlogged
+                ],
+            )
+    return settled
 
 
 def finish_run(
@@ -506,6 +519,97 @@ def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
     }
 
 
+class ActionQueue:
+    """The actions of one phase, handed to the two workers in plan order, with two rules.
+
+    Never two creates of one preset at once: ``create_prebuild`` holds the preset's row lock
+    until it commits, so a second create would only wait for the first, and when the row is
+    locked by someone else both writers would sit out a lock timeout each (PostgreSQL restarts a
+    waiter's timeout when it moves up the queue). And once a create of a preset has timed out
+    waiting for that row, the preset's other creates are not attempted in this cycle: they are
+    returned as failed ("not attempted") and the next cycle tries again.
+    """
+
+    def __init__(
+        self,
+        actions: Sequence[PlannedAction],
+        halt: threading.Event,
+        lost: threading.Event,
+        stop: threading.Event | None,
+    ) -> None:
+        self._pending = list(actions)
+        self._next = 0  # everything before this index is taken
+        self._taken: set[int] = set()  # taken out of order (a busy preset was skipped)
+        self._remaining = len(actions)
+        self._creates = Counter(a.preset_id for a in actions if a.action == "create")
+        self._busy: set[Any] = set()
+        self._blocked: dict[Any, str] = {}
+        self._cond = threading.Condition()
+        self._halt, self._lost, self._stop = halt, lost, stop
+
+    def _stopping(self) -> bool:
+        return (
+            self._halt.is_set()
+            or self._lost.is_set()
+            or (self._stop is not None and self._stop.is_set())
+        )
+
+    def take(self) -> tuple[PlannedAction | None, list[Outcome]]:
+        """The next action to apply (None: nothing left, or stopping) and the actions skipped on
+        the way because their preset's row is locked."""
+        skipped: list[Outcome] = []
+        with self._cond:
+            while True:
+                if self._stopping():
+                    return None, skipped
+                while self._next < len(self._pending) and self._next in self._taken:
+                    self._next += 1
+                if self._next >= len(self._pending):
+                    return None, skipped
+                waiting = sum(self._creates[p] for p in self._busy)
+                if self._remaining == waiting:
+                    # Everything left is a create of a preset whose create is in flight.
+                    self._cond.wait()
+                    continue
+                for i in range(self._next, len(self._pending)):
+                    if i in self._taken:
+                        continue
+                    action = self._pending[i]
+                    create = action.action == "create"
+                    if create and action.preset_id in self._blocked:
+                        self._taken.add(i)
+                        self._remaining -= 1
+                        self._creates[action.preset_id] -= 1
+                        skipped.append(
+                            Outcome(
+                                action,
+                                "failed",
+                                None,
+                                "not attempted: an earlier create of this preset timed out "
+                                f"waiting for its row lock ({self._blocked[action.preset_id]})",
+                            )
+                        )
+                        continue
+                    if create and action.preset_id in self._busy:
+                        continue
+                    self._taken.add(i)
+                    self._remaining -= 1
+                    if create:
+                        self._busy.add(action.preset_id)
+                        self._creates[action.preset_id] -= 1
+                    return action, skipped
+                # Only skipped actions were left: report them; the caller asks again.
+                return None, skipped
+
+    def done(self, action: PlannedAction | None, outcome: Outcome | None) -> None:
+        with self._cond:
+            if action is not None and action.action == "create":
+                self._busy.discard(action.preset_id)
+                if outcome is not None and outcome.lock_timeout:
+                    self._blocked.setdefault(action.preset_id, outcome.error or "")
+            self._cond.notify_all()
+
+
 def run_phase(
     pool: ConnectionPool[Any],
     run_id: int,
@@ -523,12 +627,9 @@ def run_phase(
     health check costs one round trip per worker and phase, not one per action; a connection
     that breaks is handed back (the pool drops it) and the worker borrows another.
     """
-    queue = iter(actions)
+    queue = ActionQueue(actions, halt, keeper.lost, stop)
     lock = threading.Lock()
     outcomes: list[Outcome] = []
-    # Presets whose row another transaction holds locked (a create timed out waiting for it):
-    # their other creates would wait just as long, so they are left for the next cycle.
-    blocked: dict[Any, str] = {}
 
     def record(outcome: Outcome) -> None:
         with lock:
@@ -538,21 +639,11 @@ def run_phase(
 
     def next_action() -> PlannedAction | None:
         while True:
-            with lock:
-                if halt.is_set() or keeper.lost.is_set() or (stop is not None and stop.is_set()):
-                    return None
-                action = next(queue, None)
-            if action is None or action.preset_id not in blocked:
+            action, skipped = queue.take()
+            for outcome in skipped:
+                record(outcome)
+            if action is not None or not skipped:
                 return action
-            record(
-                Outcome(
-                    action,
-                    "failed",
-                    None,
-                    f"not attempted: an earlier create of this preset timed out waiting for its "
-                    f"row lock ({blocked[action.preset_id]})",
-                )
-            )
 
     def work() -> None:
         action = next_action()
@@ -561,16 +652,16 @@ def run_phase(
                 with pool.connection() as conn:
                     while action is not None:
                         outcome = apply_action(conn, run_id, action, limits)
+                        queue.done(action, outcome)
                         if outcome is None:  # refused: the lock is gone
                             keeper.mark_lost("the run no longer holds the lock in pg_locks")
                             return
-                        if outcome.lock_timeout and action.action == "create":
-                            blocked.setdefault(action.preset_id, outcome.error or "")
                         record(outcome)
                         action = next_action()
                         if conn.broken:
                             break
             except PoolTimeout as exc:
+                queue.done(action, None)
                 keeper.mark_lost(f"no write connection: {first_line(exc)}")
                 return
 
