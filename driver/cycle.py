@@ -1,15 +1,15 @@
 """One reconciliation cycle (SPEC 4.6): lock, one read, apply through a pool of two, record.
 
 The plan connection opens a ``repeatable read, read only`` transaction, takes the advisory lock
-``locks.RECONCILE`` (``prebuilds.take_reconcile_lock``, which also says which backend and virtual
-transaction hold it) and reads the whole plan in one statement. Only then does a
+``locks.RECONCILE`` (``prebuilds.take_reconcile_lock``, which also locks a random token that
+identifies this transaction) and reads the whole plan in one statement. Only then does a
 ``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied first, then
 creates, each as one autocommit call of ``prebuilds.apply_action``, which applies the action and
 logs it in one transaction. The plan transaction commits last, releasing the lock. At most three
 connections.
 
-**The lock is the only licence to write.** The run row records the lock holder; every action
-checks, in its own transaction, that the holder still holds the lock, behind a write fence that a
+**The lock is the only licence to write.** The run row records the token; every action checks,
+in its own transaction, that the token is still held, behind a write fence that a
 later run's ``start_run`` waits on. So when the plan connection dies (server restart, a killed
 backend, an idle timeout), the next action is refused (SQLSTATE ``PBL01``) even though the write
 pool reconnects, and a second reconciler that takes the free lock starts writing only after the
@@ -187,11 +187,11 @@ def plan_only(url: str, limits: Limits | None = None) -> Plan:
 
 @dataclass(frozen=True)
 class LockHolder:
-    """The plan transaction that holds the reconcile lock, as ``pg_locks`` names it."""
+    """The plan transaction that holds the reconcile lock: its backend and its token."""
 
     key: int
     pid: int
-    vxid: str
+    token: int
 
 
 class LockKeeper:
@@ -333,7 +333,7 @@ def start_run(
                 {
                     "lock_key": holder.key,
                     "lock_pid": holder.pid,
-                    "lock_vxid": holder.vxid,
+                    "lock_token": holder.token,
                     "hostname": socket.gethostname(),
                     "pid": os.getpid(),
                     "actions_planned": len(plan.actions),
@@ -654,7 +654,7 @@ def run_phase(
                         outcome = apply_action(conn, run_id, action, limits)
                         queue.done(action, outcome)
                         if outcome is None:  # refused: the lock is gone
-                            keeper.mark_lost("the run no longer holds the lock in pg_locks")
+                            keeper.mark_lost("the database refused the next action: lock gone")
                             return
                         record(outcome)
                         action = next_action()

@@ -10,7 +10,7 @@
 select
     l.acquired,
     l.holder_pid,
-    l.holder_vxid,
+    l.holder_token,
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout,
     set_config(
@@ -85,7 +85,7 @@ select
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
 select prebuilds.start_run(
-    %(lock_key)s, %(lock_pid)s, %(lock_vxid)s, %(hostname)s, %(pid)s, %(actions_planned)s,
+    %(lock_key)s, %(lock_pid)s, %(lock_token)s, %(hostname)s, %(pid)s, %(actions_planned)s,
     %(actions_deferred)s, %(plan_ms)s
 ) as run_id;
 

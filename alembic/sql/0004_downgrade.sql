@@ -3,9 +3,9 @@
 
 drop function prebuilds.finish_run(bigint, text, int, text);
 drop function prebuilds.apply_action(bigint, int, text, uuid, uuid, text);
-drop function prebuilds.start_run(bigint, int, text, text, int, int, int, double precision);
+drop function prebuilds.start_run(bigint, int, int, text, int, int, int, double precision);
 drop function prebuilds.take_reconcile_lock(bigint);
-drop function prebuilds.reconcile_lock_held(bigint, int, text);
+drop function prebuilds.reconcile_lock_held(bigint, int);
 drop function prebuilds.write_fence_key(bigint, int);
 drop trigger settings_keep_row on prebuilds.settings;
 drop trigger settings_keep_row_truncate on prebuilds.settings;
@@ -27,7 +27,7 @@ add constraint reconciliation_runs_status_check check (
 ),
 drop column lock_key,
 drop column lock_pid,
-drop column lock_vxid,
+drop column lock_token,
 drop column actions_deferred;
 comment on table prebuilds.reconciliation_runs is
 'Reconciliation cycles, one row each; a row left in status running means the driver died mid-'

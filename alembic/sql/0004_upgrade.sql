@@ -10,7 +10,7 @@ add constraint reconciliation_runs_status_check check (
 ),
 add column lock_key bigint,
 add column lock_pid int,
-add column lock_vxid text,
+add column lock_token int,
 add column actions_deferred int not null default 0 check (actions_deferred >= 0);
 
 comment on table prebuilds.reconciliation_runs is
@@ -24,10 +24,10 @@ comment on column prebuilds.reconciliation_runs.status is
 comment on column prebuilds.reconciliation_runs.lock_key is
 'The advisory lock this run held (driver/locks.py RECONCILE).';
 comment on column prebuilds.reconciliation_runs.lock_pid is
-'Backend pid of the connection holding the lock; every action checks it still holds it.';
-comment on column prebuilds.reconciliation_runs.lock_vxid is
-'Virtual transaction id of the lock transaction (pg_locks.virtualtransaction), so a reused pid '
-'never passes for the holder.';
+'Backend pid of the connection that held the lock (for operators).';
+comment on column prebuilds.reconciliation_runs.lock_token is
+'Random token the lock transaction holds locked (see take_reconcile_lock); every action checks '
+'it is still held.';
 comment on column prebuilds.reconciliation_runs.actions_deferred is
 'Actions left for later cycles by settings.max_actions_per_cycle.';
 
@@ -445,7 +445,8 @@ comment on trigger presets_check_pool on prebuilds.presets is
 -- >>> db/functions/write_fence_key.sql
 -- The write fence of a reconcile lock key: the same 64 bits as two int4 halves, which
 -- PostgreSQL keeps in a keyspace of its own (pg_locks.objsubid 2), so no new key is registered.
--- Every action takes it shared; start_run takes it exclusive (see start_run, apply_action).
+-- Every action takes it shared; start_run takes it exclusive (see start_run, apply_action). The
+-- low half alone is also the class of the plan transactions' token locks (take_reconcile_lock).
 
 create function prebuilds.write_fence_key(p_key bigint, p_half int)
 returns int
@@ -462,42 +463,38 @@ comment on function prebuilds.write_fence_key(bigint, int) is
 'fence lock.';
 
 -- >>> db/functions/reconcile_lock_held.sql
--- Does the transaction (p_pid, p_vxid) still hold the advisory lock p_key? The reconciler's
--- licence to write: called by start_run and apply_action before every write of a cycle.
--- pg_locks shows a bigint key as its high and low 32 bits (classid, objid) with objsubid 1; the
--- virtual transaction id makes a pid reused after a server restart never pass for the holder.
+-- Does the plan transaction of a run still hold its lock? The reconciler's licence to write:
+-- called by start_run and apply_action before every write of a cycle. The plan transaction
+-- holds, besides the reconcile lock, an exclusive lock on a token of its own (a random int in
+-- the two-int keyspace, class: the low half of the key; see take_reconcile_lock). Asking for
+-- that token shared fails exactly while the plan transaction is alive: one lock-manager call,
+-- no scan of pg_locks, and no other reconciler (which has a token of its own) can pass for it.
+-- When it succeeds the caller raises, which releases it.
 
-create function prebuilds.reconcile_lock_held(p_key bigint, p_pid int, p_vxid text)
+create function prebuilds.reconcile_lock_held(p_key bigint, p_token int)
 returns bool
 language sql
-stable
+volatile
 set search_path = ''
 begin atomic
-    select exists(
-        select
-        from pg_catalog.pg_locks as l
-        where
-            l.locktype = 'advisory'
-            and l.granted
-            and l.objsubid = 1
-            and l.classid = ((p_key >> 32) & 4294967295)::oid
-            and l.objid = (p_key & 4294967295)::oid
-            and l.pid = p_pid
-            and l.virtualtransaction = p_vxid
+    select not pg_catalog.pg_try_advisory_xact_lock_shared(
+        prebuilds.write_fence_key(p_key, 2), p_token
     );
 end;
 
-comment on function prebuilds.reconcile_lock_held(bigint, int, text) is
-'True while the transaction p_vxid of backend p_pid holds the advisory lock p_key (a '
-'reconciler''s licence to write).';
+comment on function prebuilds.reconcile_lock_held(bigint, int) is
+'True while the plan transaction that took lock p_key with token p_token is alive (its token '
+'lock cannot be shared); the licence every write of a run checks. Call it in a transaction '
+'that ends soon: when false it holds the token shared until then.';
 
 -- >>> db/functions/take_reconcile_lock.sql
--- Take the reconciler's advisory lock for the rest of this transaction, if it is free, and say
--- which transaction holds it (backend pid and virtual transaction id). Called by the driver's
--- plan transaction; the run row records the holder so that every write can check it.
+-- Take the reconciler's advisory lock for the rest of this transaction, if it is free, and a
+-- token lock that identifies this transaction: an exclusive lock on (low half of the key, a
+-- random int). The run row records the token; every write checks that it is still held
+-- (reconcile_lock_held). Called by the driver's plan transaction.
 
 create function prebuilds.take_reconcile_lock(p_key bigint)
-returns table (acquired bool, holder_pid int, holder_vxid text)
+returns table (acquired bool, holder_pid int, holder_token int)
 language plpgsql
 volatile
 set search_path = ''
@@ -506,36 +503,35 @@ begin
     acquired := pg_catalog.pg_try_advisory_xact_lock(p_key);
     holder_pid := pg_catalog.pg_backend_pid();
     if acquired then
-        select l.virtualtransaction into holder_vxid
-        from pg_catalog.pg_locks as l
-        where l.locktype = 'advisory'
-          and l.pid = holder_pid
-          and l.granted
-          and l.objsubid = 1
-          and l.classid = ((p_key >> 32) & 4294967295)::oid
-          and l.objid = (p_key & 4294967295)::oid;
+        loop
+            holder_token := (1 + floor(random() * 2147483646))::int;
+            -- Another live token with the same value (odds 1 in 2^31) is simply skipped.
+            exit when pg_catalog.pg_try_advisory_xact_lock(
+                prebuilds.write_fence_key(p_key, 2), holder_token
+            );
+        end loop;
     end if;
     return next;
 end;
 $$;
 
 comment on function prebuilds.take_reconcile_lock(bigint) is
-'Tries pg_try_advisory_xact_lock(p_key); returns whether it was acquired and, if so, the '
-'holder''s backend pid and virtual transaction id, which the run records.';
+'Tries pg_try_advisory_xact_lock(p_key); when acquired, also locks a random token that '
+'identifies this transaction and returns it with the backend pid, for the run to record.';
 
 -- >>> db/functions/start_run.sql
 -- Record the start of a reconciliation cycle (SPEC 4.6), called by the driver on a write
 -- connection after it read the plan and before its first action. In one transaction:
 --   1. the write fence: wait (exclusive lock on the fence key) until every write of an earlier
 --      run that was already in flight has committed, so two runs never apply at the same time;
---   2. check that the plan transaction (p_lock_pid, p_lock_vxid) still holds the lock;
+--   2. check that the plan transaction (its token p_lock_token) still holds the lock;
 --   3. mark runs left `running` as abandoned: whoever ran them no longer holds the lock;
 --   4. insert the run.
 
 create function prebuilds.start_run(
     p_lock_key bigint,
     p_lock_pid int,
-    p_lock_vxid text,
+    p_lock_token int,
     p_hostname text,
     p_pid int,
     p_actions_planned int,
@@ -553,7 +549,7 @@ begin
     perform pg_catalog.pg_advisory_xact_lock(
         prebuilds.write_fence_key(p_lock_key, 1), prebuilds.write_fence_key(p_lock_key, 2)
     );
-    if not prebuilds.reconcile_lock_held(p_lock_key, p_lock_pid, p_lock_vxid) then
+    if not prebuilds.reconcile_lock_held(p_lock_key, p_lock_token) then
         raise exception 'lost the reconcile lock before the run started (backend % is gone)',
             p_lock_pid
             using errcode = 'PBL01';
@@ -584,11 +580,11 @@ begin
     where r.id = c.id;
 
     insert into prebuilds.reconciliation_runs (
-        hostname, pid, actions_planned, actions_deferred, plan_ms, lock_key, lock_pid, lock_vxid
+        hostname, pid, actions_planned, actions_deferred, plan_ms, lock_key, lock_pid, lock_token
     )
     values (
         p_hostname, p_pid, p_actions_planned, p_actions_deferred, p_plan_ms, p_lock_key,
-        p_lock_pid, p_lock_vxid
+        p_lock_pid, p_lock_token
     )
     returning id into v_run_id;
     return v_run_id;
@@ -596,9 +592,9 @@ end;
 $$;
 
 comment on function prebuilds.start_run(
-    bigint, int, text, text, int, int, int, double precision
+    bigint, int, int, text, int, int, int, double precision
 ) is
-'Starts a run of the plan transaction (p_lock_pid, p_lock_vxid) that holds lock p_lock_key: '
+'Starts a run of the plan transaction (token p_lock_token) that holds lock p_lock_key: '
 'waits for earlier runs'' writes in flight, marks dead runs abandoned, returns the new run id. '
 'Raises SQLSTATE PBL01 when the lock is no longer held.';
 
@@ -634,7 +630,7 @@ begin
         prebuilds.write_fence_key(v_run.lock_key, 1), prebuilds.write_fence_key(v_run.lock_key, 2)
     );
     v_started := clock_timestamp();
-    if not prebuilds.reconcile_lock_held(v_run.lock_key, v_run.lock_pid, v_run.lock_vxid) then
+    if not prebuilds.reconcile_lock_held(v_run.lock_key, v_run.lock_token) then
         raise exception 'run % lost the reconcile lock (its plan connection, backend %, is gone)',
             p_run_id, v_run.lock_pid
             using errcode = 'PBL01';

@@ -29,7 +29,7 @@ begin
         prebuilds.write_fence_key(v_run.lock_key, 1), prebuilds.write_fence_key(v_run.lock_key, 2)
     );
     v_started := clock_timestamp();
-    if not prebuilds.reconcile_lock_held(v_run.lock_key, v_run.lock_pid, v_run.lock_vxid) then
+    if not prebuilds.reconcile_lock_held(v_run.lock_key, v_run.lock_token) then
         raise exception 'run % lost the reconcile lock (its plan connection, backend %, is gone)',
             p_run_id, v_run.lock_pid
             using errcode = 'PBL01';

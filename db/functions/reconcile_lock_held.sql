@@ -1,28 +1,23 @@
--- Does the transaction (p_pid, p_vxid) still hold the advisory lock p_key? The reconciler's
--- licence to write: called by start_run and apply_action before every write of a cycle.
--- pg_locks shows a bigint key as its high and low 32 bits (classid, objid) with objsubid 1; the
--- virtual transaction id makes a pid reused after a server restart never pass for the holder.
+-- Does the plan transaction of a run still hold its lock? The reconciler's licence to write:
+-- called by start_run and apply_action before every write of a cycle. The plan transaction
+-- holds, besides the reconcile lock, an exclusive lock on a token of its own (a random int in
+-- the two-int keyspace, class: the low half of the key; see take_reconcile_lock). Asking for
+-- that token shared fails exactly while the plan transaction is alive: one lock-manager call,
+-- no scan of pg_locks, and no other reconciler (which has a token of its own) can pass for it.
+-- When it succeeds the caller raises, which releases it.
 
-create function prebuilds.reconcile_lock_held(p_key bigint, p_pid int, p_vxid text)
+create function prebuilds.reconcile_lock_held(p_key bigint, p_token int)
 returns bool
 language sql
-stable
+volatile
 set search_path = ''
 begin atomic
-    select exists(
-        select
-        from pg_catalog.pg_locks as l
-        where
-            l.locktype = 'advisory'
-            and l.granted
-            and l.objsubid = 1
-            and l.classid = ((p_key >> 32) & 4294967295)::oid
-            and l.objid = (p_key & 4294967295)::oid
-            and l.pid = p_pid
-            and l.virtualtransaction = p_vxid
+    select not pg_catalog.pg_try_advisory_xact_lock_shared(
+        prebuilds.write_fence_key(p_key, 2), p_token
     );
 end;
 
-comment on function prebuilds.reconcile_lock_held(bigint, int, text) is
-'True while the transaction p_vxid of backend p_pid holds the advisory lock p_key (a '
-'reconciler''s licence to write).';
+comment on function prebuilds.reconcile_lock_held(bigint, int) is
+'True while the plan transaction that took lock p_key with token p_token is alive (its token '
+'lock cannot be shared); the licence every write of a run checks. Call it in a transaction '
+'that ends soon: when false it holds the token shared until then.';

@@ -2,14 +2,14 @@
 -- connection after it read the plan and before its first action. In one transaction:
 --   1. the write fence: wait (exclusive lock on the fence key) until every write of an earlier
 --      run that was already in flight has committed, so two runs never apply at the same time;
---   2. check that the plan transaction (p_lock_pid, p_lock_vxid) still holds the lock;
+--   2. check that the plan transaction (its token p_lock_token) still holds the lock;
 --   3. mark runs left `running` as abandoned: whoever ran them no longer holds the lock;
 --   4. insert the run.
 
 create function prebuilds.start_run(
     p_lock_key bigint,
     p_lock_pid int,
-    p_lock_vxid text,
+    p_lock_token int,
     p_hostname text,
     p_pid int,
     p_actions_planned int,
@@ -27,7 +27,7 @@ begin
     perform pg_catalog.pg_advisory_xact_lock(
         prebuilds.write_fence_key(p_lock_key, 1), prebuilds.write_fence_key(p_lock_key, 2)
     );
-    if not prebuilds.reconcile_lock_held(p_lock_key, p_lock_pid, p_lock_vxid) then
+    if not prebuilds.reconcile_lock_held(p_lock_key, p_lock_token) then
         raise exception 'lost the reconcile lock before the run started (backend % is gone)',
             p_lock_pid
             using errcode = 'PBL01';
@@ -58,11 +58,11 @@ begin
     where r.id = c.id;
 
     insert into prebuilds.reconciliation_runs (
-        hostname, pid, actions_planned, actions_deferred, plan_ms, lock_key, lock_pid, lock_vxid
+        hostname, pid, actions_planned, actions_deferred, plan_ms, lock_key, lock_pid, lock_token
     )
     values (
         p_hostname, p_pid, p_actions_planned, p_actions_deferred, p_plan_ms, p_lock_key,
-        p_lock_pid, p_lock_vxid
+        p_lock_pid, p_lock_token
     )
     returning id into v_run_id;
     return v_run_id;
@@ -70,8 +70,8 @@ end;
 $$;
 
 comment on function prebuilds.start_run(
-    bigint, int, text, text, int, int, int, double precision
+    bigint, int, int, text, int, int, int, double precision
 ) is
-'Starts a run of the plan transaction (p_lock_pid, p_lock_vxid) that holds lock p_lock_key: '
+'Starts a run of the plan transaction (token p_lock_token) that holds lock p_lock_key: '
 'waits for earlier runs'' writes in flight, marks dead runs abandoned, returns the new run id. '
 'Raises SQLSTATE PBL01 when the lock is no longer held.';

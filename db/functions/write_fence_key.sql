@@ -1,6 +1,7 @@
 -- The write fence of a reconcile lock key: the same 64 bits as two int4 halves, which
 -- PostgreSQL keeps in a keyspace of its own (pg_locks.objsubid 2), so no new key is registered.
--- Every action takes it shared; start_run takes it exclusive (see start_run, apply_action).
+-- Every action takes it shared; start_run takes it exclusive (see start_run, apply_action). The
+-- low half alone is also the class of the plan transactions' token locks (take_reconcile_lock).
 
 create function prebuilds.write_fence_key(p_key bigint, p_half int)
 returns int

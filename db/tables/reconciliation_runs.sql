@@ -17,7 +17,7 @@ create table prebuilds.reconciliation_runs (
     error text,
     lock_key bigint,
     lock_pid int,
-    lock_vxid text,
+    lock_token int,
     actions_deferred int not null default 0 check (actions_deferred >= 0)
 );
 
@@ -50,10 +50,10 @@ comment on column prebuilds.reconciliation_runs.error is 'Why the cycle failed, 
 comment on column prebuilds.reconciliation_runs.lock_key is
 'The advisory lock this run held (driver/locks.py RECONCILE).';
 comment on column prebuilds.reconciliation_runs.lock_pid is
-'Backend pid of the connection holding the lock; every action checks it still holds it.';
-comment on column prebuilds.reconciliation_runs.lock_vxid is
-'Virtual transaction id of the lock transaction (pg_locks.virtualtransaction), so a reused pid '
-'never passes for the holder.';
+'Backend pid of the connection that held the lock (for operators).';
+comment on column prebuilds.reconciliation_runs.lock_token is
+'Random token the lock transaction holds locked (see take_reconcile_lock); every action checks '
+'it is still held.';
 comment on column prebuilds.reconciliation_runs.actions_deferred is
 'Actions left for later cycles by settings.max_actions_per_cycle.';
 comment on index prebuilds.reconciliation_runs_started_at_idx is 'Recent cycles first; pruning.';

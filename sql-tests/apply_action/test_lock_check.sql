@@ -1,55 +1,39 @@
--- apply_action and start_run write only for the transaction that holds the reconcile lock
--- (issue 7). This transaction takes the lock (driver/locks.py RECONCILE) itself, so it can play
--- the driver's plan transaction; a run recorded for another backend is refused with SQLSTATE PBL01.
+-- apply_action and start_run write only while the run's plan transaction still holds its token
+-- lock (issue 7). One session cannot play both sides (its own locks never conflict), so this
+-- file checks the refusals; tests/test_faults.py checks, with real connections, that a live
+-- holder's actions pass and a dead one's are refused.
 begin;
-select plan(7);
+select plan(6);
 
 create temp table ids on commit drop as
 select fixture.active_preset('web', 2) as preset;
-create temp table holder on commit drop as
-select * from prebuilds.take_reconcile_lock(8102650153143987300);
 
-select ok((select acquired from holder), 'the lock is taken');
 select is(
-    (select holder_pid from holder), pg_backend_pid(), 'the holder is this backend'
+    prebuilds.write_fence_key(8102650153143987300, 1), 1886545250, 'fence key: high half'
+);
+select is(
+    prebuilds.write_fence_key(8102650153143987300, 2), 1969843300, 'fence key: low half'
 );
 select ok(
-    prebuilds.reconcile_lock_held(
-        8102650153143987300, (select holder_pid from holder), (select holder_vxid from holder)
-    ),
-    'reconcile_lock_held agrees'
-);
-select ok(
-    not prebuilds.reconcile_lock_held(
-        8102650153143987300, (select holder_pid from holder), '999/1'
-    ),
-    'another virtual transaction of the same pid does not hold it'
-);
-
-create temp table run on commit drop as
-select
-    prebuilds.start_run(
-        8102650153143987300, h.holder_pid, h.holder_vxid, 'test', 1, 2, 0, 1.0
-    ) as id
-from holder as h;
-
-select results_eq(
-    $$select outcome from prebuilds.apply_action(
-        (select id from run), 1, 'create', (select preset from ids), null, 'missing')$$,
-    $$values ('applied')$$,
-    'the holder''s run applies a create and logs it'
+    not prebuilds.reconcile_lock_held(8102650153143987300, 12345),
+    'a token nobody holds is not a licence'
 );
 
 select throws_ok(
-    $$select prebuilds.start_run(8102650153143987300, 1, '1/1', 'test', 1, 1, 0, 1.0)$$,
-    'PBL01', null, 'a run for a backend that does not hold the lock is refused'
+    $$select prebuilds.start_run(8102650153143987300, 1, 12345, 'test', 1, 1, 0, 1.0)$$,
+    'PBL01', null, 'start_run refuses a run whose plan transaction holds no token'
 );
 
-update prebuilds.reconciliation_runs set lock_pid = 1 where id = (select id from run);
+insert into prebuilds.reconciliation_runs (hostname, lock_key, lock_pid, lock_token)
+values ('test', 8102650153143987300, 1, 12345);
 select throws_ok(
     $$select * from prebuilds.apply_action(
-        (select id from run), 2, 'create', (select preset from ids), null, 'missing')$$,
-    'PBL01', null, 'once the run''s holder no longer holds the lock, actions are refused'
+        (select max(id) from prebuilds.reconciliation_runs), 1, 'create',
+        (select preset from ids), null, 'missing')$$,
+    'PBL01', null, 'apply_action refuses an action of a run whose lock is gone'
+);
+select is(
+    (select count(*)::int from prebuilds.workspaces), 0, 'and nothing was created'
 );
 
 select * from finish();
