@@ -171,6 +171,16 @@ class CountingCursor(psycopg.Cursor[Any]):
         return super().execute(*args, **kwargs)
 
 
+class CountingClientCursor(psycopg.ClientCursor[Any]):
+    """The same for client-side binding cursors (the driver's two-statement writes)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Self:
+        counter = getattr(self.connection, "counter", None)
+        if isinstance(counter, RoundTrips):
+            counter.add(statements=1)
+        return super().execute(*args, **kwargs)
+
+
 class CountingConnection(psycopg.Connection[TupleRow]):
     """A psycopg connection that counts statements (via its cursors) and the transaction commands
     psycopg sends on its own (BEGIN, COMMIT, ROLLBACK) into ``counter``."""

@@ -278,6 +278,7 @@ def apply_ours(server_url: str, template: str, n: int) -> ApplyResult:
     counter = baseline.RoundTrips()
     _CountingDriverConnection.counter = counter
     cycle.connection_class = _CountingDriverConnection
+    cycle.write_cursor_class = baseline.CountingClientCursor
     try:
         with connection_sampler(server_url, db) as samples:
             started = time.perf_counter()
@@ -285,6 +286,7 @@ def apply_ours(server_url: str, template: str, n: int) -> ApplyResult:
             seconds = time.perf_counter() - started
     finally:
         cycle.connection_class = psycopg.Connection
+        cycle.write_cursor_class = psycopg.ClientCursor
         drop_database(server_url, db)
     return ApplyResult(
         n,

@@ -90,9 +90,11 @@ class Limits:
         return max(1, round(self.statement_timeout * 1000))
 
 
-#: The class every connection of a cycle is made with. Benchmarks swap in a subclass that counts
-#: statements and round trips; nothing else should change it.
+#: The class every connection of a cycle is made with, and the cursor class of the two-statement
+#: writes. Benchmarks swap in subclasses that count statements and round trips; nothing else
+#: should change them.
 connection_class: type[psycopg.Connection[Any]] = psycopg.Connection
+write_cursor_class: type[psycopg.ClientCursor[Any]] = psycopg.ClientCursor
 
 
 class CannotRun(Exception):
@@ -677,7 +679,7 @@ def write(
 ) -> tuple[Any, ...]:
     """Run a two-statement write query (its timeouts, then the call) as one simple-protocol
     message, which PostgreSQL executes as one implicit transaction; returns the call's row."""
-    with psycopg.ClientCursor(conn) as cur:
+    with write_cursor_class(conn) as cur:
         cur.execute(
             query(name),
             {
