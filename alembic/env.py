@@ -11,7 +11,7 @@ import os
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from driver.migrations import sqlalchemy_url
+from prebuilds.migrations import sqlalchemy_url
 
 config = context.config
 url = (

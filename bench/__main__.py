@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if url := os.environ.get("DATABASE_URL"):
         results = run(args, url, say)
     else:
-        from driver.embedded import embedded_server
+        from prebuilds.embedded import embedded_server
 
         with embedded_server() as embedded_url:
             results = run(args, embedded_url, say)

@@ -1,12 +1,12 @@
 """The BASELINE for the benchmarks: a faithful Python port of the reference (Coder's) per-preset
 reconciler, over our schema. It is kept in ``bench/`` and never used by the product: it exists to
 be measured against the database-first design (``prebuilds.reconciliation_actions`` read by
-``driver.cycle``), so it keeps Coder's shape on purpose and is NOT optimised.
+``prebuilds.cycle``), so it keeps Coder's shape on purpose and is NOT optimised.
 
 Shape (Coder's ``enterprise/coderd/prebuilds/reconcile.go`` and ``coderd/prebuilds/*.go``):
 
 1. **Lock and snapshot**: one ``repeatable read, read only`` transaction on one connection takes
-   ``pg_try_advisory_xact_lock(driver.locks.RECONCILE)`` (``run_baseline_cycle``; the same key as
+   ``pg_try_advisory_xact_lock(prebuilds.locks.RECONCILE)`` (``run_baseline_cycle``; the same key as
    ours, so the two designs exclude each other); then ``read_snapshot``, in that transaction, reads
    the settings (paused: stop here, as Coder does) and runs Coder's separate snapshot queries one
    after the other, ported with Coder's query shapes to our tables
@@ -118,8 +118,8 @@ from psycopg.abc import PQGen, QueryNoTemplate
 from psycopg.rows import TupleRow, class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from driver import locks
-from driver.queries import parse
+from prebuilds import locks
+from prebuilds.queries import parse
 
 APPLICATION_NAME = "prebuilds-baseline"
 WRITE_APPLICATION_NAME = "prebuilds-baseline-write"

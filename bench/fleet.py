@@ -49,7 +49,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from driver.queries import parse
+from prebuilds.queries import parse
 
 FLEET_SQL = Path(__file__).resolve().with_name("fleet.sql")
 
@@ -473,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed is not None:
         scenario = Scenario(**{**asdict(scenario), "seed": args.seed})
 
-    from driver import migrations
+    from prebuilds import migrations
 
     def build(url: str) -> dict[str, Any]:
         migrations.upgrade(url)
@@ -494,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if url := os.environ.get("DATABASE_URL"):
             result = build(url)
         else:
-            from driver.embedded import embedded_server
+            from prebuilds.embedded import embedded_server
 
             with embedded_server() as embedded_url:
                 result = build(embedded_url)

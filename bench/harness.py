@@ -23,9 +23,9 @@ from psycopg import sql
 
 from bench import baseline
 from bench.fleet import SCENARIOS, build_fleet
-from driver import cycle, locks, migrations
-from driver.queries import parse, query
-from driver.simulator import SimulatedProvisioner
+from prebuilds import cycle, locks, migrations
+from prebuilds.queries import parse, query
+from prebuilds.simulator import SimulatedProvisioner
 
 # --- databases ---------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from bench.harness import create_database, drop_database
-from driver import migrations
+from prebuilds import migrations
 
 FIXTURES = Path(__file__).resolve().parent.parent / "sql-tests" / "fixture.sql"
 
@@ -31,7 +31,7 @@ def server() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    from driver.embedded import embedded_server
+    from prebuilds.embedded import embedded_server
 
     with embedded_server() as url:
         yield url
@@ -40,7 +40,7 @@ def server() -> Iterator[str]:
 def reconcile(url: str, *extra: str) -> tuple[float, str]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "driver.cli", "reconcile", *extra],
+        [sys.executable, "-m", "prebuilds.cli", "reconcile", *extra],
         env={**os.environ, "DATABASE_URL": url},
         capture_output=True,
         text=True,

@@ -25,8 +25,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from driver import __version__, migrations
-from driver.cycle import (
+from . import __version__, migrations
+from .cycle import (
     CannotRun,
     Limits,
     check_schema,
@@ -35,11 +35,11 @@ from driver.cycle import (
     plan_only,
     run_cycle,
 )
-from driver.logs import LogFormat, configure, log
-from driver.metrics import Metrics
-from driver.model import CycleResult, Outcome
-from driver.queries import query
-from driver.report import format_history, format_outcome, format_plan, format_status
+from .logs import LogFormat, configure, log
+from .metrics import Metrics
+from .model import CycleResult, Outcome
+from .queries import query
+from .report import format_history, format_outcome, format_plan, format_status
 
 EXIT_OK, EXIT_ACTIONS_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -381,12 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=cmd_demo, log_format="text")
 
-    command(
+    mig = command(
         "migrate",
         cmd_migrate,
-        "apply the schema migrations (same as `alembic upgrade head`)",
-        "Bring the prebuilds schema to the revision this driver needs.",
+        "apply the schema migrations (same as `alembic upgrade head`), or inspect them",
+        "Bring the prebuilds schema to the revision this driver needs (ACTION upgrade, the "
+        "default). `current` prints the database's revision, `history` every revision, `ini` "
+        "the path of the installed alembic.ini (for `alembic -c PATH …`). --downgrade REV "
+        "goes back to REV (or `base`, which drops the whole schema) and needs --yes; without it "
+        "the command says what would be dropped and changes nothing.",
     )
+    mig.add_argument(
+        "action",
+        nargs="?",
+        choices=("upgrade", "current", "history", "ini"),
+        default="upgrade",
+        help="upgrade (default), current, history or ini",
+    )
+    mig.add_argument(
+        "--downgrade", metavar="REV", help="downgrade to revision REV (e.g. 0003) or base"
+    )
+    mig.add_argument("--yes", action="store_true", help="confirm a --downgrade")
 
     freeze = sub.add_parser(
         "freeze",
@@ -581,7 +596,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     result = run_cycle(url, on_outcome=outcome_reporter(args.verbose), limits=limits(args))
     report_cycle(result)
     if args.metrics_file:
-        from driver.loop import refresh_metrics
+        from .loop import refresh_metrics
 
         metrics = Metrics()
         metrics.observe(result, time.monotonic() - started)
@@ -594,7 +609,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from driver.loop import StopFlag, run_loop
+    from .loop import StopFlag, run_loop
 
     url = require_url(args)
     metrics = Metrics()
@@ -850,7 +865,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from driver.demo import run_demo
+    from .demo import run_demo
 
     url = require_url(args) if args.database_url else None
     return run_demo(url, sys.stdout)
@@ -859,13 +874,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+    if args.action == "ini":
+        print(migrations.ALEMBIC_INI)
+        return EXIT_OK
+    summaries = migrations.revision_summaries()
+    if args.action == "history":
+        current = migrations.current_revision(require_url(args)) if args.database_url else None
+        for revision, summary in summaries:
+            mark = " (current)" if revision == current else ""
+            print(f"{revision}{mark}  {summary}")
+        return EXIT_OK
+    url = require_url(args)
     try:
-        migrations.upgrade(require_url(args))
+        before = migrations.current_revision(url)
+    except psycopg.Error as exc:
+        raise CannotRun(f"cannot connect to the database: {first_line(exc)}") from exc
+    if args.action == "current":
+        head = migrations.head_revision()
+        if before is None:
+            print(f"no prebuilds schema in this database (head: {head}); run `prebuilds migrate`")
+        else:
+            state = "up to date" if before == head else f"head is {head}: run `prebuilds migrate`"
+            print(f"schema at revision {before} ({state})")
+        return EXIT_OK
+    if args.action != "upgrade" and args.downgrade:
+        raise CannotRun("--downgrade goes with no ACTION")
+    try:
+        if args.downgrade:
+            return downgrade(url, args.downgrade, before, summaries, args.yes)
+        migrations.upgrade(url)
     except SQLAlchemyError as exc:
         cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
         raise CannotRun(f"migration failed, nothing changed: {first_line(cause)}") from exc
     revision = migrations.head_revision()
-    log.info("schema at revision %s", revision, extra={"event": "migrated", "revision": revision})
+    was = "" if before == revision else f" (was {before or 'empty'})"
+    log.info(
+        "schema at revision %s%s",
+        revision,
+        was,
+        extra={"event": "migrated", "revision": revision, "previous": before},
+    )
+    return EXIT_OK
+
+
+def downgrade(
+    url: str, target: str, current: str | None, summaries: list[tuple[str, str]], yes: bool
+) -> int:
+    """``migrate --downgrade``: say what goes, and only with ``--yes`` do it."""
+    known = [r for r, _ in summaries]
+    if target != "base" and target not in known:
+        raise CannotRun(f"unknown revision {target!r}: one of {', '.join(known)} or base")
+    if current is None:
+        raise CannotRun("this database has no prebuilds schema: nothing to downgrade")
+    if target != "base" and known.index(target) >= known.index(current):
+        raise CannotRun(f"the schema is at {current}: {target} is not below it")
+    undone = [(r, s) for r, s in summaries if (target == "base" or r > target) and r <= current]
+    what = "; ".join(f"{r}: {s.rstrip('.')}" for r, s in reversed(undone))
+    if target == "base":
+        what += " -- and with revision 0001, the whole prebuilds schema and every row in it"
+    if not yes:
+        raise CannotRun(
+            f"downgrading {current} to {target} would undo {what}. Nothing changed: add --yes "
+            "to do it"
+        )
+    migrations.downgrade(url, target)
+    log.info(
+        "schema downgraded from %s to %s: undid %s",
+        current,
+        target,
+        what,
+        extra={"event": "downgraded", "revision": target, "previous": current},
+    )
     return EXIT_OK
 
 

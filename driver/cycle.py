@@ -35,9 +35,9 @@ from psycopg import errors
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from driver import locks
-from driver.migrations import EXPECTED_REVISION
-from driver.model import (
+from . import locks
+from .migrations import EXPECTED_REVISION
+from .model import (
     CycleResult,
     MissingSettings,
     Outcome,
@@ -46,7 +46,7 @@ from driver.model import (
     PlannedAction,
     PlanRow,
 )
-from driver.queries import query
+from .queries import query
 
 log = logging.getLogger("prebuilds")
 

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from driver import migrations
-from driver.cycle import CannotRun, connect, run_cycle
-from driver.model import CycleResult
-from driver.queries import query
-from driver.report import format_outcome, format_status
-from driver.simulator import SimulatedProvisioner
+from . import migrations
+from .cycle import CannotRun, connect, run_cycle
+from .model import CycleResult
+from .queries import query
+from .report import format_outcome, format_status
+from .simulator import SimulatedProvisioner
 
 MAX_CYCLES = 30
 
@@ -158,7 +158,7 @@ def run_demo(url: str | None, out: TextIO) -> int:
     if url:
         display.say(f"using DATABASE_URL={redact(url)}")
         return _demo(url, display)
-    from driver.embedded import EmbeddedUnavailable, embedded_server
+    from .embedded import EmbeddedUnavailable, embedded_server
 
     try:
         with embedded_server() as embedded_url:

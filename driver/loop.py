@@ -16,10 +16,10 @@ from types import FrameType
 
 import psycopg
 
-from driver.cycle import CannotRun, Limits, connect, first_line, run_cycle
-from driver.logs import log
-from driver.metrics import Metrics
-from driver.model import CycleResult, Outcome
+from .cycle import CannotRun, Limits, connect, first_line, run_cycle
+from .logs import log
+from .metrics import Metrics
+from .model import CycleResult, Outcome
 
 #: Waits after a failed cycle grow from this to the interval, so a restart is noticed quickly.
 FIRST_RETRY_S = 1.0

@@ -21,8 +21,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from psycopg.rows import class_row
 
-from driver.model import CycleResult
-from driver.queries import query
+from .model import CycleResult
+from .queries import query
 
 PRESET_LABELS = ["organization", "template", "preset"]
 BLOCK_REASONS = ("paused", "hard_limited", "backoff", "capped")

@@ -3,27 +3,48 @@
 Each revision in ``alembic/versions`` runs ``alembic/sql/<rev>_upgrade.sql`` (or
 ``_downgrade.sql``): a copy of ``db/`` frozen when the revision was written, so an old revision
 never changes meaning when ``db/`` moves on.
+
+At run time the Alembic environment is read from the installed package (``prebuilds._alembic``,
+the repository's ``alembic/`` folder), never from a checkout; only ``freeze``, a development
+command, writes into the checkout's ``alembic/sql``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from driver.dbsource import DB_DIR, REPO_ROOT, manifest_paths, schema_script, sections
+from .dbsource import DB_DIR, REPO_ROOT, manifest_paths, schema_script, sections
 
-ALEMBIC_INI = REPO_ROOT / "alembic.ini"
-FROZEN_DIR = REPO_ROOT / "alembic" / "sql"
+
+def _installed_alembic_dir() -> Path:
+    """The directory of ``prebuilds._alembic`` (a namespace package: no __init__.py)."""
+    spec = importlib.util.find_spec(f"{__package__}._alembic")
+    locations = spec.submodule_search_locations if spec else None
+    if not locations:
+        raise RuntimeError(f"{__package__}._alembic is not installed: reinstall prebuilds")
+    return Path(next(iter(locations)))
+
+
+#: The Alembic environment as installed.
+ALEMBIC_DIR = _installed_alembic_dir()
+#: The ini for ``alembic -c``; ``script_location`` is its own directory.
+ALEMBIC_INI = ALEMBIC_DIR / "alembic.ini"
+FROZEN_DIR = ALEMBIC_DIR / "sql"
+#: Where ``freeze`` writes: the checkout's alembic/sql (FROZEN_DIR links there in a checkout's
+#: editable install).
+CHECKOUT_FROZEN_DIR = REPO_ROOT / "alembic" / "sql"
 
 #: The schema revision this driver speaks; the driver refuses to run against any other.
 #: tests/test_migrations.py checks it is alembic's head.
 EXPECTED_REVISION = "0004"
 
 
-def frozen_path(revision: str, direction: str) -> Path:
-    return FROZEN_DIR / f"{revision}_{direction}.sql"
+def frozen_path(revision: str, direction: str, base: Path = FROZEN_DIR) -> Path:
+    return base / f"{revision}_{direction}.sql"
 
 
 def run_frozen_sql(bind: Any, revision: str, direction: str) -> None:
@@ -50,7 +71,11 @@ def freeze(revision: str, objects: Sequence[str] = ()) -> list[Path]:
             f"revision {revision} is older than head {head_revision()}: its SQL is frozen for "
             "good; change db/ and freeze it into a new revision"
         )
-    up = frozen_path(revision, "upgrade")
+    if not DB_DIR.is_dir():
+        raise ValueError(
+            "freeze needs a checkout of the repository (db/ and alembic/ are not installed)"
+        )
+    up = frozen_path(revision, "upgrade", CHECKOUT_FROZEN_DIR)
     if not objects and up.exists() and FROZEN_MARKER in up.read_text():
         # Re-freeze the objects this revision already carries.
         objects = list(sections(up.read_text().split(FROZEN_MARKER)[1]))
@@ -67,7 +92,7 @@ def freeze(revision: str, objects: Sequence[str] = ()) -> list[Path]:
         raise ValueError(f"not in db/manifest.txt: {', '.join(unknown)}")
     earlier = previous_sections(revision)
     restored = "\n".join(earlier[o] for o in manifest_order(wanted) if o in earlier)
-    down = frozen_path(revision, "downgrade")
+    down = frozen_path(revision, "downgrade", CHECKOUT_FROZEN_DIR)
     for path, body in ((up, schema_script(only=set(wanted))), (down, restored)):
         prefix = path.read_text().split(FROZEN_MARKER)[0] if path.exists() else ""
         path.write_text(prefix.rstrip() + "\n\n" + FROZEN_MARKER + "\n" + body)
@@ -82,7 +107,7 @@ def manifest_order(objects: Sequence[str]) -> list[str]:
 def previous_sections(revision: str) -> dict[str, str]:
     """Each object's text as the latest revision before ``revision`` froze it."""
     found: dict[str, str] = {}
-    for path in sorted(FROZEN_DIR.glob("*_upgrade.sql")):
+    for path in sorted(CHECKOUT_FROZEN_DIR.glob("*_upgrade.sql")):
         rev = path.name.removesuffix("_upgrade.sql")
         if rev < revision:
             found.update(sections(path.read_text()))
@@ -130,3 +155,26 @@ def revisions() -> list[str]:
 
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
     return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def revision_summaries() -> list[tuple[str, str]]:
+    """``(revision, first paragraph of its docstring)`` for every revision, oldest first."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return [
+        (r.revision, " ".join((r.doc or "").strip().split("\n\n")[0].split()))
+        for r in reversed(list(script.walk_revisions()))
+    ]
+
+
+def current_revision(url: str) -> str | None:
+    """The database's revision, or None when it has no prebuilds schema yet."""
+    import psycopg
+
+    with psycopg.connect(url, prepare_threshold=None, connect_timeout=10) as conn:
+        exists = conn.execute("select to_regclass('public.alembic_version') is not null").fetchone()
+        if not (exists and exists[0]):
+            return None
+        row = conn.execute("select version_num from alembic_version").fetchone()
+    return row[0] if row else None

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from driver.model import Outcome, Plan, PlannedAction
+from .model import Outcome, Plan, PlannedAction
 
 
 def _cell(value: Any) -> str:

@@ -16,7 +16,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import class_row
 
-from driver.queries import query
+from .queries import query
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from driver import migrations
+from prebuilds import migrations
 
 SQL_FIXTURES = Path(__file__).resolve().parent.parent / "sql-tests" / "fixture.sql"
 
@@ -62,7 +62,7 @@ def server_url() -> Iterator[str]:
     if url := os.environ.get("DATABASE_URL"):
         yield url
         return
-    from driver.embedded import EmbeddedUnavailable, embedded_server
+    from prebuilds.embedded import EmbeddedUnavailable, embedded_server
 
     embedded_error: Exception | None = None
     try:

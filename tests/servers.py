@@ -34,7 +34,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from driver import migrations
+from prebuilds import migrations
 from tests.fixtures import SQL_FIXTURES, with_database
 
 PGBOUNCER_BIN = "/usr/sbin/pgbouncer"
@@ -523,7 +523,7 @@ PRIVATE_DB_NAME = "prebuilds"
 @pytest.fixture
 def private_db(server_url: str) -> Iterator[PrivateDb]:
     """A fresh restartable cluster of the session server's major version, with a database
-    ``prebuilds`` migrated to head (``driver.migrations.upgrade``) and the ``fixture`` schema of
+    ``prebuilds`` migrated to head (``prebuilds.migrations.upgrade``) and the ``fixture`` schema of
     ``sql-tests/fixture.sql``. The test may restart, stop or start the server at will."""
     with restartable_server(server_major(server_url)) as server:
         with psycopg.connect(server.url, autocommit=True) as admin:

@@ -13,9 +13,9 @@ from uuid import UUID
 
 import psycopg
 
-from driver.dbsource import REPO_ROOT
+from prebuilds.dbsource import REPO_ROOT
 
-CLI = [sys.executable, "-m", "driver.cli"]
+CLI = [sys.executable, "-m", "prebuilds.cli"]
 
 
 def cli_env(url: str | None) -> dict[str, str]:

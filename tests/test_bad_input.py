@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from driver.cli import build_parser
-from driver.dbsource import REPO_ROOT
+from prebuilds.cli import build_parser
+from prebuilds.dbsource import REPO_ROOT
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import CLI, run_cli
 from tests.test_loop import free_port

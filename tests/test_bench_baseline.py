@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from bench.baseline import BaselineAction, plan, read_snapshot, run_baseline_cycle
-from driver import demo, locks
-from driver.simulator import SimulatedProvisioner
+from prebuilds import demo, locks
+from prebuilds.simulator import SimulatedProvisioner
 from tests.support import active_pools
 
 Conn = psycopg.Connection[Any]

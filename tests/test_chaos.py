@@ -13,7 +13,7 @@ from uuid import UUID
 
 import psycopg
 
-from driver.simulator import SimulatedProvisioner
+from prebuilds.simulator import SimulatedProvisioner
 from tests.support import overfull, run_cli, scalar, start_cli
 from tests.test_concurrency import CLAIMED_BUT_DELETED
 from tests.test_faults import overlapping_runs, slow_creates

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from driver import locks
-from driver.migrations import EXPECTED_REVISION
+from prebuilds import locks
+from prebuilds.migrations import EXPECTED_REVISION
 from tests.fixtures import drop_database, with_database
 from tests.support import run_cli, scalar
 

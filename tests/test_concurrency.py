@@ -14,9 +14,9 @@ from uuid import UUID
 
 import psycopg
 
-from driver import cycle
-from driver.cycle import run_cycle
-from driver.model import Outcome
+from prebuilds import cycle
+from prebuilds.cycle import run_cycle
+from prebuilds.model import Outcome
 from tests.support import active_pools, overfull, run_cli, scalar, start_cli
 
 Conn = psycopg.Connection[Any]

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from driver import cycle
-from driver.cycle import run_cycle
-from driver.queries import query
-from driver.simulator import SimulatedProvisioner
+from prebuilds import cycle
+from prebuilds.cycle import run_cycle
+from prebuilds.queries import query
+from prebuilds.simulator import SimulatedProvisioner
 from tests.support import active_pools, overfull, scalar
 
 Conn = psycopg.Connection[Any]

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from driver import migrations
-from driver.dbsource import REPO_ROOT
-from driver.report import STATUS_COLUMNS
+from prebuilds import migrations
+from prebuilds.dbsource import REPO_ROOT
+from prebuilds.report import STATUS_COLUMNS
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import CLI, cli_env, run_cli, start_cli
 

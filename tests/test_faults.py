@@ -17,8 +17,8 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from driver import cycle
-from driver.cycle import CannotRun, Limits, run_cycle
+from prebuilds import cycle
+from prebuilds.cycle import CannotRun, Limits, run_cycle
 from tests.servers import PrivateDb
 from tests.support import overfull, run_cli, scalar, start_cli
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
 
-from driver.logs import configure, log
+from prebuilds.logs import configure, log
 from tests.support import run_cli
 
 Conn = psycopg.Connection[Any]

@@ -21,7 +21,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from driver import migrations
+from prebuilds import migrations
 from tests.fixtures import SQL_FIXTURES
 from tests.support import run_cli, scalar, start_cli
 

@@ -14,7 +14,7 @@ from uuid import UUID
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from driver import locks
+from prebuilds import locks
 from tests.fixtures import with_database
 from tests.support import run_cli, scalar
 from tests.test_loop import LiveCli, free_port

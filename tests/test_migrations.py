@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from driver import dbsource, migrations
+from prebuilds import dbsource, migrations
 from tests.fixtures import clone_database, drop_database, with_database
 
 # Everything an object in schema prebuilds can differ by, as comparable text.

@@ -13,7 +13,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from driver.migrations import EXPECTED_REVISION
+from prebuilds.migrations import EXPECTED_REVISION
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import CLI, run_cli, scalar, start_cli
 

@@ -20,7 +20,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from driver.simulator import SimulatedProvisioner
+from prebuilds.simulator import SimulatedProvisioner
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import overfull, run_cli, scalar, start_cli
 

@@ -9,7 +9,7 @@ Frozen SQL: alembic/sql/0001_upgrade.sql and 0001_downgrade.sql.
 
 from alembic import op
 
-from driver.migrations import run_frozen_sql
+from prebuilds.migrations import run_frozen_sql
 
 revision = "0001"
 down_revision = None

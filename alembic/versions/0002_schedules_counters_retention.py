@@ -9,7 +9,7 @@ Frozen SQL: alembic/sql/0002_upgrade.sql and 0002_downgrade.sql.
 
 from alembic import op
 
-from driver.migrations import run_frozen_sql
+from prebuilds.migrations import run_frozen_sql
 
 revision = "0002"
 down_revision = "0001"

@@ -10,7 +10,7 @@ Frozen SQL: alembic/sql/0003_upgrade.sql and 0003_downgrade.sql.
 
 from alembic import op
 
-from driver.migrations import run_frozen_sql
+from prebuilds.migrations import run_frozen_sql
 
 revision = "0003"
 down_revision = "0002"

@@ -11,7 +11,7 @@ Frozen SQL: alembic/sql/0004_upgrade.sql and 0004_downgrade.sql.
 
 from alembic import op
 
-from driver.migrations import run_frozen_sql
+from prebuilds.migrations import run_frozen_sql
 
 revision = "0004"
 down_revision = "0003"
