@@ -10,7 +10,6 @@ node_exporter's textfile collector (``--metrics-file``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,8 @@ class Snapshot:
     created: int = 0
     failed: int = 0
     claimed: int = 0
+    #: Unix time the last cycle without failures finished, by any driver (None: never).
+    last_success: float | None = None
 
 
 class DatabaseCollector(Collector):
@@ -98,6 +99,12 @@ class DatabaseCollector(Collector):
             ("claimed", snap.claimed, "Prebuilds claimed by people, lifetime."),
         ):
             yield CounterMetricFamily(f"prebuilds_{name}", help_text, value=value)
+        yield GaugeMetricFamily(
+            "prebuilds_reconcile_last_success_timestamp_seconds",
+            "Unix time at which the last cycle without failures finished, whichever driver ran "
+            "it (from prebuilds.reconciliation_runs); 0 when none ever did.",
+            value=snap.last_success or 0,
+        )
 
 
 class Metrics:
@@ -135,11 +142,6 @@ class Metrics:
             "1 when reconciliation is paused (prebuilds.settings.reconciliation_paused).",
             registry=self.registry,
         )
-        self.last_success = Gauge(
-            "prebuilds_reconcile_last_success_timestamp_seconds",
-            "Unix time at which the last cycle without errors finished.",
-            registry=self.registry,
-        )
 
     def observe(self, result: CycleResult, seconds: float) -> None:
         self.cycles.labels(result.status).inc()
@@ -150,19 +152,19 @@ class Metrics:
         self.duration.observe(seconds)
         for outcome in result.outcomes:
             self.actions.labels(outcome.action.action, outcome.outcome).inc()
-        if not result.failed:
-            self.last_success.set(time.time())
 
     def observe_error(self) -> None:
         self.cycles.labels("error").inc()
 
     def refresh(self, conn: psycopg.Connection[Any]) -> None:
-        """Read pool state and lifetime counters (one transaction, two statements)."""
+        """Read pool state, lifetime counters and the last successful cycle (one transaction,
+        two statements)."""
         with conn.transaction(), conn.cursor(row_factory=class_row(PresetMetricsRow)) as cur:
             presets = cur.execute(query("metrics_presets")).fetchall()
             counters = conn.execute(query("metrics_counters")).fetchone()
         assert counters is not None
-        self.database.snapshot = Snapshot(presets, *counters)
+        created, failed, claimed, last_success = counters
+        self.database.snapshot = Snapshot(presets, created, failed, claimed, last_success)
 
     def write_textfile(self, path: str) -> None:
         """Atomically replace ``path`` (a temporary file renamed over it)."""

@@ -161,11 +161,18 @@ select
 from prebuilds.preset_state;
 
 -- name: metrics_counters
+-- Lifetime counters, and the last cycle that finished without failures (any driver, any host:
+-- a cron run that found the lock busy reports the holder's success, not 0).
 select
-    coalesce(sum(created), 0)::bigint as created,
-    coalesce(sum(failed), 0)::bigint as failed,
-    coalesce(sum(claimed), 0)::bigint as claimed
-from prebuilds.preset_counters;
+    coalesce(sum(c.created), 0)::bigint as created,
+    coalesce(sum(c.failed), 0)::bigint as failed,
+    coalesce(sum(c.claimed), 0)::bigint as claimed,
+    (
+        select extract(epoch from max(r.finished_at))::float8
+        from prebuilds.reconciliation_runs as r
+        where r.status in ('succeeded', 'paused')
+    ) as last_success
+from prebuilds.preset_counters as c;
 
 -- name: status
 -- `prebuilds status`: preset_state, optionally narrowed by names.

@@ -158,6 +158,8 @@ def test_metrics_file_holds_pools_blocked_reasons_and_lifetime_counters(
     assert pool(first, "api") == dict.fromkeys(POOL_GAUGES, 0) | {"desired": 3}
     assert counters(first) == (0, 0, 0)
     assert value(first, "prebuilds_reconcile_lock_busy") == 1
+    # No cycle ever finished: 0, which the README's staleness alert treats as "never".
+    assert value(first, "prebuilds_reconcile_last_success_timestamp_seconds") == 0
 
     # Real events: a cycle creates 3 (and deletes the expired one), a provisioner fails one of
     # them, people claim two prebuilds.
@@ -203,6 +205,22 @@ def test_metrics_file_holds_pools_blocked_reasons_and_lifetime_counters(
         value(second, "prebuilds_reconcile_actions_total", action="create", outcome="applied") == 1
     )
     assert value(second, "prebuilds_reconcile_cycles_total", result="done") == 1
+    last = value(second, "prebuilds_reconcile_last_success_timestamp_seconds")
+    assert last == scalar(
+        conn,
+        "select extract(epoch from max(finished_at))::float8 from prebuilds.reconciliation_runs",
+    )
+
+    # A cron run that finds the lock busy reports the holder's last success, not 0 (which would
+    # fire the README's own alert).
+    with psycopg.connect(db_url) as other:
+        assert scalar(other, "select pg_try_advisory_xact_lock(%s)", (locks.RECONCILE,))
+        busy = run_cli("reconcile", "--metrics-file", str(path), url=db_url)
+        other.rollback()
+    assert busy.returncode == 0, busy.stderr
+    third = parse(path.read_text())
+    assert value(third, "prebuilds_reconcile_lock_busy") == 1
+    assert value(third, "prebuilds_reconcile_last_success_timestamp_seconds") == last > 0
 
 
 def test_an_unwritable_metrics_file_exits_2_with_one_line(conn: Conn, db_url: str) -> None:
