@@ -168,9 +168,34 @@ def run_demo(url: str | None, out: TextIO) -> int:
         raise CannotRun(str(exc)) from exc
 
 
+def check_demo_database(url: str) -> None:
+    """Refuse, before touching anything, a database that holds data: the demo seeds a fleet and
+    must never mix it into a real one."""
+    with connect(url, "prebuilds-demo") as conn:
+        row = conn.execute(_q("database_before_demo")).fetchone()
+        assert row is not None
+        other_tables, has_schema = row
+        holds_organizations = False
+        if has_schema:
+            empty = conn.execute(_q("database_is_empty")).fetchone()
+            holds_organizations = not (empty and empty[0])
+        conn.rollback()
+    if holds_organizations:
+        raise CannotRun(
+            "the database already holds organizations; the demo only seeds an empty database "
+            "(unset DATABASE_URL to use a throwaway embedded server). Nothing changed"
+        )
+    if other_tables:
+        raise CannotRun(
+            f"the database holds {other_tables} tables of its own; the demo only seeds an empty "
+            "database (unset DATABASE_URL to use a throwaway embedded server). Nothing changed"
+        )
+
+
 def _demo(url: str, display: Display) -> int:
+    check_demo_database(url)
     migrations.upgrade(url)
-    display.say(f"schema at revision {migrations.EXPECTED_REVISION} (alembic upgrade head)")
+    display.say(f"schema at revision {migrations.EXPECTED_REVISION} (prebuilds migrate)")
     with connect(url, "prebuilds-demo") as conn:
         conn.autocommit = True
         seed(conn, display.say)

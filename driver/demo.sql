@@ -5,6 +5,19 @@
 -- name: database_is_empty
 select not exists (select from prebuilds.organizations) as empty;
 
+-- name: database_before_demo
+-- Checked before anything is migrated: tables that are not the prebuilds schema's (someone
+-- else's data), and whether the prebuilds schema is already there.
+select
+    (
+        select count(*)
+        from pg_catalog.pg_tables as t
+        where
+            t.schemaname not in ('pg_catalog', 'information_schema', 'prebuilds')
+            and not (t.schemaname = 'public' and t.tablename = 'alembic_version')
+    )::int as other_tables,
+    to_regclass('prebuilds.organizations') is not null as has_schema;
+
 -- name: seed_fleet
 do $$
 declare

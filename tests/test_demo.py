@@ -148,3 +148,28 @@ def test_demo_converges_on_an_empty_database_and_refuses_to_seed_twice(
     (message,) = again.stderr.splitlines()
     assert message.startswith("prebuilds: cannot run: the database already holds organizations")
     assert "the demo only seeds an empty database" in message
+
+
+def test_demo_checks_the_database_before_touching_it(empty_db_urls: list[str]) -> None:
+    """A database with organizations (at an older revision) or with tables of its own is refused
+    before anything is migrated or seeded (issue 8)."""
+    older, _, foreign = empty_db_urls
+    migrations.upgrade(older, "0003")
+    with psycopg.connect(older, autocommit=True) as conn:
+        conn.execute("insert into prebuilds.organizations (name) values ('real-customer')")
+    with psycopg.connect(foreign, autocommit=True) as conn:
+        conn.execute("create table public.invoices (id int primary key)")
+
+    for url, expected in (
+        (older, "the database already holds organizations"),
+        (foreign, "the database holds 1 tables of its own"),
+    ):
+        proc = run_cli("demo", url=url, timeout=60)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        (message,) = proc.stderr.splitlines()
+        assert message.startswith(f"prebuilds: cannot run: {expected}"), message
+        assert message.endswith("Nothing changed"), message
+    with psycopg.connect(older) as conn:
+        assert conn.execute("select version_num from alembic_version").fetchone() == ("0003",)
+    with psycopg.connect(foreign) as conn:
+        assert conn.execute("select to_regnamespace('prebuilds')").fetchone() == (None,)
