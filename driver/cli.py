@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from .cycle import (
 )
 from .logs import LogFormat, configure, log
 from .metrics import Metrics
-from .model import CycleResult, Outcome
+from .model import CycleResult, Outcome, Plan
 from .queries import query
 from .report import format_history, format_outcome, format_plan, format_status
 
@@ -513,8 +514,48 @@ def check_database_url(url: str, source: str) -> None:
 # --- reconciling -------------------------------------------------------------------------------
 
 
-def outcome_reporter(verbose: bool) -> Callable[[Outcome], None]:
+class Progress:
+    """``applying: 120 of 1000 actions`` on a terminal's stderr, redrawn at most 5 times a
+    second and erased at the end; nothing at all when stderr is not a terminal (cron, pipes,
+    JSON logs)."""
+
+    def __init__(self, stream: Any, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.total = 0
+        self.done = 0
+        self._drawn_at = 0.0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_terminal(cls, args: argparse.Namespace) -> Progress:
+        enabled = sys.stderr.isatty() and args.log_format == "text" and not args.verbose
+        return cls(sys.stderr, enabled and os.environ.get("TERM") != "dumb")
+
+    def planned(self, plan: Plan) -> None:
+        self.total = sum(1 for a in plan.actions if a.action != "backoff")
+
+    def advance(self) -> None:
+        if not self.enabled:
+            return
+        with self._lock:
+            self.done += 1
+            now = time.monotonic()
+            if now - self._drawn_at >= 0.2 or self.done == self.total:
+                self._drawn_at = now
+                self.stream.write(f"\r\x1b[Kapplying: {self.done} of {self.total} actions")
+                self.stream.flush()
+
+    def clear(self) -> None:
+        if self.enabled and self.done:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def outcome_reporter(verbose: bool, progress: Progress | None = None) -> Callable[[Outcome], None]:
     def report(outcome: Outcome) -> None:
+        if progress is not None and outcome.outcome != "noted":
+            progress.advance()
         fields = {
             "event": "action",
             "seq": outcome.action.seq,
@@ -593,7 +634,16 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         print(format_plan(plan_only(url, limits(args))))
         return EXIT_OK
     started = time.monotonic()
-    result = run_cycle(url, on_outcome=outcome_reporter(args.verbose), limits=limits(args))
+    progress = Progress.for_terminal(args)
+    try:
+        result = run_cycle(
+            url,
+            on_outcome=outcome_reporter(args.verbose, progress),
+            limits=limits(args),
+            on_plan=progress.planned,
+        )
+    finally:
+        progress.clear()
     report_cycle(result)
     if args.metrics_file:
         from .loop import refresh_metrics
@@ -660,6 +710,11 @@ def summary(result: CycleResult) -> str:
         f"{result.tally('noted')} presets in backoff "
         f"(plan {result.plan_seconds * 1000:.0f} ms, apply {result.apply_seconds * 1000:.0f} ms)"
     )
+    if result.plan and result.plan.blocked:
+        blocked = result.plan.blocked
+        names = ", ".join(b.describe() for b in blocked[:3])
+        more = f" and {len(blocked) - 3} more" if len(blocked) > 3 else ""
+        text += f"; {len(blocked)} pools held back: {names}{more} (see `prebuilds plan`)"
     if result.plan and result.plan.deferred:
         text += (
             f"; {result.plan.deferred} more deferred to the next cycles "
@@ -713,6 +768,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 "actions": [asdict(a) for a in plan.actions],
                 "deferred": plan.deferred,
                 "max_actions_per_cycle": plan.max_actions_per_cycle,
+                "blocked": [asdict(b) for b in plan.blocked],
             }
         )
     else:

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from . import locks
 from .migrations import EXPECTED_REVISION
 from .model import (
+    BlockedPreset,
     CycleResult,
     MissingSettings,
     Outcome,
@@ -132,8 +133,7 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
             rows = cur.execute(query("read_plan")).fetchall()
     except _SCHEMA_ERRORS as exc:
         raise CannotRun(
-            f"the database schema is not at revision {EXPECTED_REVISION} "
-            f"({first_line(exc)}); {MIGRATE_HINT}"
+            f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
         ) from exc
     except (errors.QueryCanceled, errors.LockNotAvailable) as exc:
         # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout (a table locked by
@@ -183,8 +183,15 @@ def plan_only(url: str, limits: Limits | None = None) -> Plan:
             },
         )
         plan = read_plan(conn)
+        plan = replace(plan, blocked=read_blocked(conn))
         conn.rollback()
     return plan
+
+
+def read_blocked(conn: psycopg.Connection[Any]) -> tuple[BlockedPreset, ...]:
+    """Pools whose creates are held back (hard-limited, in backoff, capped)."""
+    with conn.cursor(row_factory=class_row(BlockedPreset)) as cur:
+        return tuple(cur.execute(query("blocked_presets")).fetchall())
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ def run_cycle(
     on_outcome: Callable[[Outcome], None] | None = None,
     stop: threading.Event | None = None,
     limits: Limits | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> CycleResult:
     """Run one cycle against ``url``; see the module docstring.
 
@@ -266,8 +274,7 @@ def run_cycle(
             row = conn.execute(query("take_lock"), take_lock_params(limits)).fetchone()
         except _SCHEMA_ERRORS as exc:
             raise CannotRun(
-                f"the database schema is not at revision {EXPECTED_REVISION} "
-                f"({first_line(exc)}); {MIGRATE_HINT}"
+                f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
             ) from exc
         if not (row and row[0]):
             conn.rollback()
@@ -275,6 +282,8 @@ def run_cycle(
         holder = LockHolder(locks.RECONCILE, row[1], row[2])
         plan = read_plan(conn)
         plan_seconds = time.perf_counter() - started
+        if on_plan is not None:
+            on_plan(plan)
         # The writes happen while this transaction (and so the lock) is still open.
         with LockKeeper(conn) as keeper, open_write_pool(url) as pool:
             result = apply_plan(pool, plan, plan_seconds, holder, keeper, on_outcome, stop, limits)
@@ -283,6 +292,15 @@ def run_cycle(
         except psycopg.Error as exc:
             # A read-only transaction: failing to end it only means the lock is already gone.
             log.debug("ending the lock transaction: %s", first_line(exc))
+        if not plan.paused and not plan.has_work and result.lock_lost is None:
+            # Nothing to do: say why pools are not being filled, if some are held back. A read
+            # after the cycle, on the idle plan connection; never on a cycle that had work.
+            try:
+                blocked = read_blocked(conn)
+                conn.rollback()
+                result = replace(result, plan=replace(plan, blocked=blocked))
+            except psycopg.Error as exc:
+                log.debug("reading blocked presets: %s", first_line(exc))
     return result
 
 

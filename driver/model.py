@@ -59,6 +59,19 @@ class PlannedAction:
 
 
 @dataclass(frozen=True)
+class BlockedPreset:
+    """A pool whose creates are held back (``preset_state.blocked_reason``)."""
+
+    preset: str
+    blocked_reason: str
+    backoff_until: datetime | None
+    failures: int
+
+    def describe(self) -> str:
+        return f"{self.preset} {self.blocked_reason}"
+
+
+@dataclass(frozen=True)
 class Plan:
     paused: bool
     schema_revision: str | None
@@ -66,6 +79,12 @@ class Plan:
     #: Actions past settings.max_actions_per_cycle: counted, not read; later cycles apply them.
     deferred: int = 0
     max_actions_per_cycle: int | None = None
+    #: Pools whose creates are held back; read for `plan`, and after a cycle that had no work.
+    blocked: tuple[BlockedPreset, ...] = ()
+
+    @property
+    def has_work(self) -> bool:
+        return any(a.action != "backoff" for a in self.actions)
 
     @classmethod
     def from_rows(cls, rows: list[PlanRow]) -> Plan:

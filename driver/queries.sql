@@ -174,6 +174,18 @@ select
     ) as last_success
 from prebuilds.preset_counters as c;
 
+-- name: blocked_presets
+-- Pools whose creates are held back, for `plan` and for the summary of a cycle with no work.
+select
+    organization_name || '/' || template_name || '@' || template_version_name || '/'
+    || preset_name as preset,
+    blocked_reason,
+    backoff_until,
+    failures
+from prebuilds.preset_state
+where blocked_reason in ('hard_limited', 'backoff', 'capped')
+order by blocked_reason, organization_name, template_name, template_version_name, preset_name;
+
 -- name: status
 -- `prebuilds status`: preset_state, optionally narrowed by names.
 select
@@ -254,16 +266,25 @@ order by id desc
 limit %(limit)s;
 
 -- name: history_failures
+-- Presets by name (organization/template@version/preset); the log outlives presets, whose id is
+-- then shown instead.
 select
     l.run_id,
     l.seq,
     l.action,
     l.preset_id,
+    coalesce(
+        o.name || '/' || t.name || '@' || v.name || '/' || p.name, l.preset_id::text
+    ) as preset,
     l.workspace_id,
     l.reason,
     l.error,
     l.finished_at
 from prebuilds.reconciliation_action_log as l
+left join prebuilds.presets as p on l.preset_id = p.id
+left join prebuilds.template_versions as v on p.template_version_id = v.id
+left join prebuilds.templates as t on v.template_id = t.id
+left join prebuilds.organizations as o on t.organization_id = o.id
 where l.outcome = 'failed' and l.run_id >= %(since_run)s
 order by l.run_id desc, l.seq
 limit %(limit)s;

@@ -57,8 +57,9 @@ def describe(action: PlannedAction) -> str:
 def format_plan(plan: Plan) -> str:
     if plan.paused:
         return "reconciliation is paused: the plan is empty"
+    blocked = format_blocked(plan)
     if not plan.actions:
-        return "nothing to do"
+        return "nothing to do" + (f"\n\n{blocked}" if blocked else "")
     text = table(
         ["seq", "action", "preset", "workspace", "reason"],
         [[a.seq, a.action, a.preset_path, a.workspace_id, a.reason] for a in plan.actions],
@@ -68,7 +69,19 @@ def format_plan(plan: Plan) -> str:
             f"\n{plan.deferred} more actions wait for later cycles: a cycle applies at most "
             f"{plan.max_actions_per_cycle} (prebuilds.settings.max_actions_per_cycle)"
         )
+    if blocked:
+        text += f"\n\n{blocked}"
     return text
+
+
+def format_blocked(plan: Plan) -> str:
+    """The pools whose creates are held back, and why (empty when none)."""
+    if not plan.blocked:
+        return ""
+    return "pools held back (no creates until this clears):\n" + table(
+        ["preset", "blocked", "failures", "until"],
+        [[b.preset, b.blocked_reason, b.failures, b.backoff_until] for b in plan.blocked],
+    )
 
 
 def format_outcome(outcome: Outcome) -> str:
@@ -165,7 +178,7 @@ def format_history(runs: Sequence[dict[str, Any]], failures: Sequence[dict[str, 
                         f["run_id"],
                         f["seq"],
                         f["action"],
-                        f["preset_id"],
+                        f["preset"],
                         f["workspace_id"],
                         f["error"],
                         f["reason"],

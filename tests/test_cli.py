@@ -113,7 +113,10 @@ def test_dry_run_prints_the_plan_with_reasons_and_writes_nothing(conn: Conn, db_
     assert proc.stderr == ""
     out = proc.stdout
     assert out.splitlines()[0].split() == ["seq", "action", "preset", "workspace", "reason"]
-    body = [line.split(None, 2) for line in out.splitlines()[2:]]
+    actions, held_back = out.split("\n\n", 1)
+    body = [line.split(None, 2) for line in actions.splitlines()[2:]]
+    # The pool in backoff is also named below the plan, with why nothing is created for it.
+    assert held_back.startswith("pools held back") and "backoff" in held_back, held_back
     assert [(b[0], b[1]) for b in body] == [
         ("1", "cancel"),
         ("2", "delete"),
@@ -273,9 +276,7 @@ def test_database_without_the_schema_exits_2(empty_db_url: str, dry_run: bool) -
     assert proc.returncode == EXIT_CANNOT_RUN, (proc.stdout, proc.stderr)
     assert proc.stdout == ""
     line = one_line(proc.stderr)
-    assert line.startswith(
-        f"prebuilds: cannot run: the database schema is not at revision {EXPECTED_REVISION} ("
-    ), line
+    assert line.startswith("prebuilds: cannot run: the prebuilds schema is not installed ("), line
     assert "does not exist" in line and "alembic upgrade head" in line
 
 
