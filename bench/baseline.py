@@ -161,13 +161,18 @@ class RoundTrips:
         return self.statements + self.commands
 
 
+def count_statement(cursor: psycopg.Cursor[Any]) -> None:
+    """Count one execute in the cursor's connection's RoundTrips (if it has one)."""
+    counter = getattr(cursor.connection, "counter", None)
+    if isinstance(counter, RoundTrips):
+        counter.add(statements=1)
+
+
 class CountingCursor(psycopg.Cursor[Any]):
     """Counts every execute in the connection's RoundTrips (if it has one)."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Self:
-        counter = getattr(self.connection, "counter", None)
-        if isinstance(counter, RoundTrips):
-            counter.add(statements=1)
+        count_statement(self)
         return super().execute(*args, **kwargs)
 
 
@@ -175,9 +180,7 @@ class CountingClientCursor(psycopg.ClientCursor[Any]):
     """The same for client-side binding cursors (the driver's two-statement writes)."""
 
     def execute(self, *args: Any, **kwargs: Any) -> Self:
-        counter = getattr(self.connection, "counter", None)
-        if isinstance(counter, RoundTrips):
-            counter.add(statements=1)
+        count_statement(self)
         return super().execute(*args, **kwargs)
 
 
