@@ -19,6 +19,7 @@ within a second even between actions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -36,6 +37,7 @@ from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import locks
+from .metrics import Metrics
 from .migrations import EXPECTED_REVISION
 from .model import (
     BlockedPreset,
@@ -259,40 +261,137 @@ def run_cycle(
     limits: Limits | None = None,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> CycleResult:
-    """Run one cycle against ``url``; see the module docstring.
+    """Run one cycle against ``url`` on connections of its own (cron: ``prebuilds reconcile``);
+    see the module docstring and ``Session.run_cycle``."""
+    with Session(url) as session:
+        return session.run_cycle(on_outcome=on_outcome, stop=stop, limits=limits, on_plan=on_plan)
 
-    When ``stop`` is set during the cycle, the actions in flight finish, the rest are left for
-    the next cycle, and the run is recorded as interrupted. Raises CannotRun (or a psycopg error)
-    only before anything was applied.
-    """
-    limits = limits or Limits()
-    started = time.perf_counter()
-    with connect(url) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
+
+class Session:
+    """The connections of a reconciler: the plan connection and the write pool of two, kept
+    from one cycle to the next by ``prebuilds run`` (a warm backend plans faster: its catalogue
+    caches and the plan function's cached plans survive), opened on first use and opened again
+    when they broke. Still at most three connections. Behind PgBouncer in transaction mode a
+    kept connection holds no server connection between cycles."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pool: ConnectionPool[Any] | None = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._drop_connection()
+            self._conn = connect(self.url)
+            self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._conn.read_only = True
+        return self._conn
+
+    def refresh_metrics(self, metrics: Metrics) -> None:
+        """Read the database-backed metrics on the idle plan connection (no fourth
+        connection); a failure is logged, never fatal."""
         try:
-            row = conn.execute(query("take_lock"), take_lock_params(limits)).fetchone()
-        except _SCHEMA_ERRORS as exc:
-            raise CannotRun(
-                f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
-            ) from exc
-        if not (row and row[0]):
-            conn.rollback()
-            return CycleResult(status="lock_busy")
-        holder = LockHolder(locks.RECONCILE, row[1], row[2])
-        plan = read_plan(conn)
+            metrics.refresh(self._connection())
+        except (CannotRun, psycopg.Error) as exc:
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            log.warning(
+                "could not refresh metrics: %s", first_line(exc), extra={"event": "metrics_error"}
+            )
+
+    def _write_pool(self) -> ConnectionPool[Any]:
+        if self._pool is None:
+            self._pool = open_write_pool(self.url)
+        return self._pool
+
+    def _take_lock(self, limits: Limits) -> tuple[psycopg.Connection[Any], Any]:
+        """The lock statement on the plan connection; a kept connection that the server closed
+        while idle (a restart, idle_session_timeout) is replaced once."""
+        reused = self._conn is not None
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return conn, conn.execute(query("take_lock"), take_lock_params(limits)).fetchone()
+            except _SCHEMA_ERRORS as exc:
+                conn.rollback()
+                raise CannotRun(
+                    f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
+                ) from exc
+            except psycopg.OperationalError:
+                self._drop_connection()
+                if not reused or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def run_cycle(
+        self,
+        *,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        stop: threading.Event | None = None,
+        limits: Limits | None = None,
+        on_plan: Callable[[Plan], None] | None = None,
+    ) -> CycleResult:
+        """One cycle: see the module docstring.
+
+        When ``stop`` is set during the cycle, the actions in flight finish, the rest are left
+        for the next cycle, and the run is recorded as interrupted. Raises CannotRun (or a
+        psycopg error) only before anything was applied.
+        """
+        limits = limits or Limits()
+        started = time.perf_counter()
+        conn, row = self._take_lock(limits)
+        try:
+            if not (row and row[0]):
+                conn.rollback()
+                return CycleResult(status="lock_busy")
+            holder = LockHolder(locks.RECONCILE, row[1], row[2])
+            plan = read_plan(conn)
+        except BaseException:
+            if not conn.broken:
+                conn.rollback()
+            raise
         plan_seconds = time.perf_counter() - started
         if on_plan is not None:
             on_plan(plan)
         # The writes happen while this transaction (and so the lock) is still open.
-        with LockKeeper(conn) as keeper, open_write_pool(url) as pool:
-            result = apply_plan(pool, plan, plan_seconds, holder, keeper, on_outcome, stop, limits)
+        try:
+            with LockKeeper(conn) as keeper:
+                result = apply_plan(
+                    self._write_pool(), plan, plan_seconds, holder, keeper, on_outcome, stop, limits
+                )
+        except BaseException:
+            # Never carry an open lock transaction into the next cycle of a kept connection.
+            if conn.broken:
+                self._drop_connection()
+            else:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+            raise
         try:
             conn.commit()
         except psycopg.Error as exc:
             # A read-only transaction: failing to end it only means the lock is already gone.
             log.debug("ending the lock transaction: %s", first_line(exc))
-        if not plan.paused and not plan.has_work and result.lock_lost is None:
+        if conn.broken:
+            self._drop_connection()
+        elif not plan.paused and not plan.has_work and result.lock_lost is None:
             # Nothing to do: say why pools are not being filled, if some are held back. A read
             # after the cycle, on the idle plan connection; never on a cycle that had work.
             try:
@@ -301,7 +400,7 @@ def run_cycle(
                 result = replace(result, plan=replace(plan, blocked=blocked))
             except psycopg.Error as exc:
                 log.debug("reading blocked presets: %s", first_line(exc))
-    return result
+        return result
 
 
 def open_write_pool(url: str) -> ConnectionPool[Any]:

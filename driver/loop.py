@@ -16,7 +16,7 @@ from types import FrameType
 
 import psycopg
 
-from .cycle import CannotRun, Limits, connect, first_line, run_cycle
+from .cycle import CannotRun, Limits, Session, connect, first_line
 from .logs import log
 from .metrics import Metrics
 from .model import CycleResult, Outcome
@@ -60,30 +60,10 @@ def run_loop(
     """Cycle every ``interval`` seconds until ``stop`` is set; returns the exit code (0)."""
     cycles = 0
     retry = FIRST_RETRY_S
-    while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
-        cycles += 1
-        started = time.monotonic()
-        wait = interval
-        try:
-            result = run_cycle(url, on_outcome=on_outcome, stop=stop, limits=limits)
-            report(result)
-            if metrics:
-                metrics.observe(result, time.monotonic() - started)
-                refresh_metrics(url, metrics)
-            retry = FIRST_RETRY_S
-        except (CannotRun, psycopg.Error) as exc:
-            message = str(exc) if isinstance(exc, CannotRun) else first_line(exc)
-            wait = min(retry, interval)
-            retry = min(retry * 2, interval)
-            log.error(
-                "cycle failed: %s; retrying in %g s",
-                message,
-                wait,
-                extra={"event": "cycle_error", "error": message},
-            )
-            if metrics:
-                metrics.observe_error()
-        stop.wait(max(wait - (time.monotonic() - started), 0))
+    with Session(url) as session:
+        while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
+            cycles += 1
+            retry = one_cycle(session, interval, retry, metrics, report, on_outcome, stop, limits)
     log.info(
         "stopped after %d cycle%s",
         cycles,
@@ -91,6 +71,43 @@ def run_loop(
         extra={"event": "stopped", "cycles": cycles},
     )
     return 0
+
+
+def one_cycle(
+    session: Session,
+    interval: float,
+    retry: float,
+    metrics: Metrics | None,
+    report: Callable[[CycleResult], None],
+    on_outcome: Callable[[Outcome], None] | None,
+    stop: threading.Event,
+    limits: Limits | None,
+) -> float:
+    """Run a cycle on the kept connections, then wait for the next; returns the next retry
+    delay (after a failed cycle the wait grows from FIRST_RETRY_S to the interval)."""
+    started = time.monotonic()
+    wait = interval
+    try:
+        result = session.run_cycle(on_outcome=on_outcome, stop=stop, limits=limits)
+        report(result)
+        if metrics:
+            metrics.observe(result, time.monotonic() - started)
+            session.refresh_metrics(metrics)
+        retry = FIRST_RETRY_S
+    except (CannotRun, psycopg.Error) as exc:
+        message = str(exc) if isinstance(exc, CannotRun) else first_line(exc)
+        wait = min(retry, interval)
+        retry = min(retry * 2, interval)
+        log.error(
+            "cycle failed: %s; retrying in %g s",
+            message,
+            wait,
+            extra={"event": "cycle_error", "error": message},
+        )
+        if metrics:
+            metrics.observe_error()
+    stop.wait(max(wait - (time.monotonic() - started), 0))
+    return retry
 
 
 def refresh_metrics(url: str, metrics: Metrics) -> None:

@@ -496,3 +496,48 @@ def test_a_cycle_prunes_runs_older_than_the_retention_with_their_actions(
     assert conn.execute(
         "select run_id, count(*) from prebuilds.reconciliation_action_log group by run_id"
     ).fetchall() == [(ids["recent"], 3)]
+
+
+def test_run_keeps_its_connections_between_cycles_and_replaces_a_dead_one(
+    conn: Conn, db_url: str
+) -> None:
+    """`prebuilds run` plans on one kept connection (a warm backend), never more than three in
+    all, and replaces the plan connection when the server closed it between cycles (issue 9)."""
+    active_preset(conn, "web", 1)
+    proc = start_cli("run", "--interval", "0.3s", url=db_url)
+    try:
+        deadline = time.monotonic() + 30
+        while count(conn, "select count(*) from prebuilds.reconciliation_runs") < 4:
+            assert time.monotonic() < deadline, "four cycles"
+            time.sleep(0.05)
+        pids = [
+            r[0]
+            for r in conn.execute(
+                "select lock_pid from prebuilds.reconciliation_runs order by id"
+            ).fetchall()
+        ]
+        assert len(set(pids)) == 1, pids
+        sessions = count(
+            conn,
+            "select count(*) from pg_stat_activity where datname = current_database() "
+            "and application_name like 'prebuilds-%%'",
+        )
+        assert sessions <= 3
+        # The server ends the kept plan connection between cycles: the next cycle reconnects.
+        conn.execute("select pg_terminate_backend(%s, 5000)", (pids[0],))
+        seen = len(pids)
+        while count(conn, "select count(*) from prebuilds.reconciliation_runs") < seen + 3:
+            assert time.monotonic() < deadline + 30, "cycles after the kill"
+            time.sleep(0.05)
+        later = conn.execute(
+            "select lock_pid, status from prebuilds.reconciliation_runs where id > %s order by id",
+            (seen,),
+        ).fetchall()
+        # (A cycle under way when the kill came ends failed, having lost its lock; the ones
+        # after it run on a new connection.)
+        assert later[-2:] == [(later[-1][0], "succeeded")] * 2, later
+        assert later[-1][0] != pids[0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out + err
