@@ -891,7 +891,14 @@ def cmd_resume_preset(args: argparse.Namespace) -> int:
 def cmd_invalidate(args: argparse.Namespace) -> int:
     with operator_connection(args) as conn:
         presets = find_presets(conn, args)
-        conn.execute(query("invalidate_presets"), {"preset_ids": [r["preset_id"] for r in presets]})
+        conn.execute(
+            query("invalidate_presets"),
+            {
+                "organization": presets[0]["organization_name"],
+                "template": args.template,
+                "preset": args.preset,
+            },
+        )
         conn.commit()
     for row in presets:
         log.info(

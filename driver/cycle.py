@@ -34,6 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import errors
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import locks
@@ -589,13 +590,10 @@ def _settle(
             for o in outcomes
         ]
         unlogged = [o for o in settled if o.outcome == "failed" and o.action.seq not in logged]
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                query("log_action"),
-                [
-                    {**action_params(run_id, o.action), "outcome": "failed", "error": o.error}
-                    for o in unlogged
-                ],
+        if unlogged:
+            conn.execute(
+                query("log_actions"),
+                log_rows(run_id, [(o.action, "failed", o.error) for o in unlogged]),
             )
     return settled
 
@@ -611,7 +609,8 @@ def finish_run(
                     query("finish_run"),
                     {"run_id": run_id, "status": status, "failed": failed, "error": error},
                 )
-                pruned = conn.execute(query("prune_runs")).rowcount
+                row = conn.execute(query("prune_runs")).fetchone()
+                pruned = row[0] if row else 0
                 if pruned:
                     log.debug("pruned %s runs older than settings.run_retention", pruned)
             return
@@ -635,6 +634,28 @@ def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
         "workspace_id": action.workspace_id,
         "reason": action.reason,
         "action": action.action,
+    }
+
+
+def log_rows(run_id: int, rows: Sequence[tuple[PlannedAction, str, str | None]]) -> dict[str, Any]:
+    """Parameters of the ``log_actions`` query: ``(action, outcome, error)`` rows as one JSON
+    array."""
+    return {
+        "run_id": run_id,
+        "rows": Jsonb(
+            [
+                {
+                    "seq": a.seq,
+                    "preset_id": str(a.preset_id),
+                    "action": a.action,
+                    "workspace_id": None if a.workspace_id is None else str(a.workspace_id),
+                    "reason": a.reason,
+                    "outcome": outcome,
+                    "error": error,
+                }
+                for a, outcome, error in rows
+            ]
+        ),
     }
 
 
@@ -846,10 +867,9 @@ def note_actions(
     if not notes:
         return []
     try:
-        with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                query("log_action"),
-                [{**action_params(run_id, a), "outcome": "noted", "error": None} for a in notes],
+        with pool.connection() as conn:
+            conn.execute(
+                query("log_actions"), log_rows(run_id, [(a, "noted", None) for a in notes])
             )
     except (psycopg.Error, PoolTimeout) as exc:
         log.warning(

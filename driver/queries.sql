@@ -107,16 +107,10 @@ select l.seq, l.outcome, l.workspace_id
 from prebuilds.reconciliation_action_log as l
 where l.run_id = %(run_id)s and l.seq = any(%(seqs)s);
 
--- name: log_action
--- Failed actions (after their transaction rolled back) and informational backoff rows.
-insert into prebuilds.reconciliation_action_log (
-    run_id, seq, preset_id, action, workspace_id, reason, outcome, error
-)
-values (
-    %(run_id)s, %(seq)s, %(preset_id)s, %(action)s, %(workspace_id)s, %(reason)s, %(outcome)s,
-    %(error)s
-)
-on conflict (run_id, seq) do nothing;
+-- name: log_actions
+-- Failed actions (after their transaction rolled back) and informational backoff rows, one JSON
+-- array per call; a row already logged is kept.
+select prebuilds.log_actions(%(run_id)s, %(rows)s) as logged;
 
 -- name: finish_run
 select prebuilds.finish_run(%(run_id)s, %(status)s, %(failed)s, %(error)s) as finished;
@@ -133,19 +127,8 @@ select prebuilds.complete_job(%(job_id)s, %(error)s) as completed;
 select prebuilds.report_agent_lifecycle(%(job_id)s, %(agent_name)s, %(state)s) as agent_id;
 
 -- name: prune_runs
--- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle so
--- a long backlog is worked off over a few cycles rather than in one long transaction.
-with expired as (
-    select r.id
-    from prebuilds.reconciliation_runs as r
-    where r.started_at < now() - (select s.run_retention from prebuilds.settings as s)
-    order by r.id
-    limit 1000
-)
-
-delete from prebuilds.reconciliation_runs as r
-using expired
-where r.id = expired.id;
+-- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle.
+select prebuilds.prune_runs() as pruned;
 
 -- name: metrics_presets
 select
@@ -217,8 +200,10 @@ where
     and (%(preset)s::text is null or preset_name = %(preset)s);
 
 -- name: set_paused
-update prebuilds.settings set reconciliation_paused = %(paused)s
-returning reconciliation_paused;
+-- No row when the settings row is missing.
+select p.paused as reconciliation_paused
+from prebuilds.set_reconciliation_paused(%(paused)s) as p (paused)
+where p.paused is not null;
 
 -- name: find_active_presets
 -- Presets of a template's active version, by name, for the operator commands.
@@ -244,10 +229,9 @@ select prebuilds.resume_preset(%(preset_id)s) as resumed;
 
 -- name: invalidate_presets
 -- Prebuilds created before now expire: the next cycle deletes and replaces them.
-update prebuilds.presets
-set last_invalidated_at = now()
-where id = any(%(preset_ids)s)
-returning id;
+select prebuilds.invalidate_presets(
+    %(organization)s, %(template)s, %(preset)s
+) as invalidated;
 
 -- name: history_runs
 select

@@ -434,7 +434,7 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
         for n in (
             "start_run",
             "apply_action",
-            "log_action",
+            "log_actions",
             "finish_run",
             "prune_runs",
         )
@@ -442,9 +442,9 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
     assert Counter(write_queries[t] for _, t in others) == {
         "start_run": 1,
         "apply_action": 6,  # 2 deletes, 4 creates
-        "log_action": 1,  # the backoff note, in one executemany
+        "log_actions": 1,  # the backoff note: one call of prebuilds.log_actions
         "finish_run": 1,
-        "prune_runs": 1,  # retention: a delete
+        "prune_runs": 1,  # retention: prebuilds.prune_runs()
     }
 
     # Server side: the driver's sessions evaluated the plan exactly once.

@@ -57,6 +57,27 @@ SNAPSHOT_QUERIES = {
         from pg_description as d join pg_type as t on t.oid = d.objoid
         where t.typnamespace = 'prebuilds'::regnamespace
     """,
+    # Who may do what (SPEC 7): every grant on the schema, its tables, views and functions, with
+    # never-granted objects shown as their defaults (so a revoke-then-grant-back compares equal).
+    "privileges": """
+        with objects as (
+            select 'schema' as kind, n.nspname as name,
+                   coalesce(n.nspacl, acldefault('n', n.nspowner)) as acl
+            from pg_namespace as n where n.nspname = 'prebuilds'
+            union all
+            select 'relation', c.relname, coalesce(c.relacl, acldefault('r', c.relowner))
+            from pg_class as c
+            where c.relnamespace = 'prebuilds'::regnamespace and c.relkind in ('r', 'v', 'S')
+            union all
+            select 'function', p.oid::regprocedure::text,
+                   coalesce(p.proacl, acldefault('f', p.proowner))
+            from pg_proc as p where p.pronamespace = 'prebuilds'::regnamespace
+        )
+        select o.kind, o.name,
+               case when a.grantee = 0 then 'public' else pg_get_userbyid(a.grantee) end,
+               a.privilege_type
+        from objects as o cross join lateral aclexplode(o.acl) as a
+    """,
     "data": """
         select 'users', u.id::text || ' ' || u.username || ' ' || u.is_system::text, ''
         from prebuilds.users as u

@@ -15,6 +15,7 @@ create function prebuilds.apply_action(
 returns table (outcome text, workspace_id uuid)
 language plpgsql
 volatile
+security definer
 set search_path = ''
 as $$
 declare
@@ -66,3 +67,7 @@ comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) 
 'Applies one action (create, delete or cancel) of run p_run_id and logs its outcome, if the run '
 'still holds the reconcile lock (else SQLSTATE PBL01); returns applied or skipped and the '
 'workspace.';
+
+revoke execute on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) from public;
+grant execute on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text)
+to prebuilds_reconciler;

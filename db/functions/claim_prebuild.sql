@@ -5,6 +5,7 @@
 create function prebuilds.claim_prebuild(p_preset_id uuid, p_owner_id uuid, p_name text)
 returns uuid
 language plpgsql
+security definer
 set search_path = ''
 as $$
 declare
@@ -61,3 +62,6 @@ $$;
 comment on function prebuilds.claim_prebuild(uuid, uuid, text) is
 'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues '
 'its start build; returns the workspace id, or null when none is eligible.';
+
+revoke execute on function prebuilds.claim_prebuild(uuid, uuid, text) from public;
+grant execute on function prebuilds.claim_prebuild(uuid, uuid, text) to prebuilds_platform;

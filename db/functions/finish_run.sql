@@ -10,6 +10,7 @@ create function prebuilds.finish_run(
 returns void
 language sql
 volatile
+security definer
 set search_path = ''
 begin atomic
     update prebuilds.reconciliation_runs as r
@@ -33,3 +34,6 @@ end;
 
 comment on function prebuilds.finish_run(bigint, text, int, text) is
 'Ends run p_run_id with p_status, counting applied and skipped actions from the action log.';
+
+revoke execute on function prebuilds.finish_run(bigint, text, int, text) from public;
+grant execute on function prebuilds.finish_run(bigint, text, int, text) to prebuilds_reconciler;

@@ -27,6 +27,8 @@ returns table (
 )
 language sql
 stable
+security definer
+set search_path = ''
 set jit = off
 rows 200
 begin atomic
@@ -61,3 +63,8 @@ end;
 comment on function prebuilds.preset_state_at(timestamptz) is
 'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
 'and why creates are blocked.';
+
+-- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
+revoke execute on function prebuilds.preset_state_at(timestamptz) from public;
+grant execute on function prebuilds.preset_state_at(timestamptz)
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

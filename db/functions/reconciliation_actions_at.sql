@@ -19,6 +19,8 @@ returns table (
 )
 language sql
 stable
+security definer
+set search_path = ''
 set jit = off
 rows 100
 begin atomic
@@ -115,3 +117,8 @@ comment on function prebuilds.reconciliation_actions_at(timestamptz) is
 'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
 'across presets) and informational backoff rows; deferred marks work past '
 'settings.max_actions_per_cycle, left for later cycles.';
+
+-- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
+revoke execute on function prebuilds.reconciliation_actions_at(timestamptz) from public;
+grant execute on function prebuilds.reconciliation_actions_at(timestamptz)
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

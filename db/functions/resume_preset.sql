@@ -5,6 +5,8 @@ create function prebuilds.resume_preset(p_preset_id uuid)
 returns bool
 language sql
 volatile
+security definer
+set search_path = ''
 begin atomic
     with reset as (
         update prebuilds.presets as p
@@ -19,3 +21,6 @@ end;
 comment on function prebuilds.resume_preset(uuid) is
 'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or '
 'backoff; false when there is no such preset.';
+
+revoke execute on function prebuilds.resume_preset(uuid) from public;
+grant execute on function prebuilds.resume_preset(uuid) to prebuilds_platform;

@@ -19,6 +19,7 @@ create function prebuilds.start_run(
 returns bigint
 language plpgsql
 volatile
+security definer
 set search_path = ''
 as $$
 declare
@@ -75,3 +76,10 @@ comment on function prebuilds.start_run(
 'Starts a run of the plan transaction (token p_lock_token) that holds lock p_lock_key: '
 'waits for earlier runs'' writes in flight, marks dead runs abandoned, returns the new run id. '
 'Raises SQLSTATE PBL01 when the lock is no longer held.';
+
+revoke execute on function prebuilds.start_run(
+    bigint, int, int, text, int, int, int, double precision
+) from public;
+grant execute on function prebuilds.start_run(
+    bigint, int, int, text, int, int, int, double precision
+) to prebuilds_reconciler;

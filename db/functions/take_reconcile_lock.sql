@@ -7,6 +7,7 @@ create function prebuilds.take_reconcile_lock(p_key bigint)
 returns table (acquired bool, holder_pid int, holder_token int)
 language plpgsql
 volatile
+security definer
 set search_path = ''
 as $$
 begin
@@ -28,3 +29,6 @@ $$;
 comment on function prebuilds.take_reconcile_lock(bigint) is
 'Tries pg_try_advisory_xact_lock(p_key); when acquired, also locks a random token that '
 'identifies this transaction and returns it with the backend pid, for the run to record.';
+
+revoke execute on function prebuilds.take_reconcile_lock(bigint) from public;
+grant execute on function prebuilds.take_reconcile_lock(bigint) to prebuilds_reconciler;

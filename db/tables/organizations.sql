@@ -10,3 +10,7 @@ comment on table prebuilds.organizations is
 'Tenants of the platform; templates and workspaces belong to one.';
 comment on column prebuilds.organizations.id is 'Primary key.';
 comment on column prebuilds.organizations.name is 'Unique, human-readable name.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.organizations
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

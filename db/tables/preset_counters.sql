@@ -17,3 +17,7 @@ comment on column prebuilds.preset_counters.failed is
 'Prebuild start builds that completed with an error.';
 comment on column prebuilds.preset_counters.claimed is
 'Prebuilds handed to people by claim_prebuild.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.preset_counters
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -33,3 +33,7 @@ comment on column prebuilds.preset_schedules.expression_error is
 'written around it makes its preset fall back to desired_instances.';
 comment on column prebuilds.preset_schedules.masks is
 'cron_expression as bit masks, parsed once on write (generated; null when invalid).';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.preset_schedules
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

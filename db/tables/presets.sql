@@ -1,5 +1,6 @@
 -- Presets: named parameter sets of one template version, each with an optional pool size.
--- Written by the platform (pool settings) and by resume_preset / invalidation; read by the plan.
+-- Written by publish_template_version and configure_preset (pool settings), resume_preset and
+-- invalidate_presets; read by the plan.
 
 create table prebuilds.presets (
     id uuid primary key default gen_random_uuid(),
@@ -11,6 +12,7 @@ create table prebuilds.presets (
     last_invalidated_at timestamptz,
     failures_reset_at timestamptz,
     created_at timestamptz not null default now(),
+    parameters jsonb not null default '{}' check (jsonb_typeof(parameters) = 'object'),
     unique (template_version_id, name)
 );
 
@@ -35,3 +37,10 @@ comment on column prebuilds.presets.failures_reset_at is
 'Builds created before this instant are ignored by backoff and the hard limit (set by '
 'resume_preset).';
 comment on column prebuilds.presets.created_at is 'When the preset was created.';
+comment on column prebuilds.presets.parameters is
+'What the provisioner builds: the preset''s parameter values, a JSON object (SPEC 7). Immutable '
+'once published, like the version.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.presets
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

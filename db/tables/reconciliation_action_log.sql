@@ -32,3 +32,7 @@ comment on column prebuilds.reconciliation_action_log.error is 'Error message of
 comment on column prebuilds.reconciliation_action_log.started_at is
 'When the action passed its lock check and started (null for failures logged afterwards).';
 comment on column prebuilds.reconciliation_action_log.finished_at is 'When the action finished.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.reconciliation_action_log
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -57,3 +57,7 @@ comment on column prebuilds.reconciliation_runs.lock_token is
 comment on column prebuilds.reconciliation_runs.actions_deferred is
 'Actions left for later cycles by settings.max_actions_per_cycle.';
 comment on index prebuilds.reconciliation_runs_started_at_idx is 'Recent cycles first; pruning.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.reconciliation_runs
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -34,3 +34,7 @@ comment on column prebuilds.settings.run_retention is
 comment on column prebuilds.settings.max_actions_per_cycle is
 'A cycle applies at most this many actions (cancels, deletes, creates); the rest wait for the '
 'next cycle, so no plan holds the lock for long.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.settings
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -19,3 +19,7 @@ comment on column prebuilds.template_versions.id is 'Primary key.';
 comment on column prebuilds.template_versions.template_id is 'The template this is a version of.';
 comment on column prebuilds.template_versions.name is 'Version name, unique per template.';
 comment on column prebuilds.template_versions.created_at is 'When the version was pushed.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.template_versions
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

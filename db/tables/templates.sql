@@ -30,3 +30,7 @@ comment on column prebuilds.templates.deprecated is
 'Deprecated templates keep their workspaces but get no new prebuilds.';
 comment on index prebuilds.templates_organization_name_key is
 'Template names are unique per organization among non-deleted templates.';
+
+-- Read by the operator commands, the platform and dashboards (db/roles/).
+grant select on prebuilds.templates
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -61,3 +61,6 @@ comment on column prebuilds.preset_state.creates_planned is 'Creates the next cy
 comment on column prebuilds.preset_state.schedule_note is
 'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
 'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+
+grant select on prebuilds.preset_state
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

@@ -36,3 +36,6 @@ comment on column prebuilds.reconciliation_actions.backoff_until is
 'For backoff rows: when creates may resume.';
 comment on column prebuilds.reconciliation_actions.deferred is
 'Past settings.max_actions_per_cycle: this cycle leaves it for the next ones.';
+
+grant select on prebuilds.reconciliation_actions
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
