@@ -11,6 +11,7 @@ create table prebuilds.presets (
     last_invalidated_at timestamptz,
     failures_reset_at timestamptz,
     created_at timestamptz not null default now(),
+    parameters jsonb not null default '{}' check (jsonb_typeof(parameters) = 'object'),
     unique (template_version_id, name)
 );
 
@@ -35,3 +36,6 @@ comment on column prebuilds.presets.failures_reset_at is
 'Builds created before this instant are ignored by backoff and the hard limit (set by '
 'resume_preset).';
 comment on column prebuilds.presets.created_at is 'When the preset was created.';
+comment on column prebuilds.presets.parameters is
+'What the provisioner builds: the preset''s parameter values, a JSON object (handed to the '
+'provisioner''s command by acquire_job).';
