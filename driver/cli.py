@@ -368,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hist.add_argument("--json", action="store_true", help="one JSON document")
 
+    add_provision_command(command)
+
     demo = sub.add_parser(
         "demo",
         help="reconcile a demo fleet to convergence (embedded PostgreSQL without DATABASE_URL)",
@@ -922,6 +924,103 @@ def cmd_history(args: argparse.Namespace) -> int:
     else:
         print(format_history(runs, failures))
     return EXIT_OK
+
+
+# --- provisioning ------------------------------------------------------------------------------
+
+#: Bounds of the provisioner's durations, in seconds.
+JOB_TIMEOUT_BOUNDS = (0.1, 7 * 86400.0)
+HEARTBEAT_BOUNDS = (0.05, 3600.0)
+POLL_BOUNDS = (0.01, 3600.0)
+KILL_GRACE_BOUNDS = (0.05, 3600.0)
+MAX_CONCURRENCY = 256
+
+
+def add_provision_command(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """``prebuilds provision``: driver/provision.py."""
+    p = command(
+        "provision",
+        cmd_provision,
+        "run provisioner jobs with a command of yours (a real provisioner)",
+        "Take jobs with prebuilds.acquire_job and run CMD (with /bin/sh -c) once per job, in "
+        "its own process group. The job is in environment variables (PREBUILDS_JOB_ID, "
+        "PREBUILDS_TRANSITION, PREBUILDS_WORKSPACE_ID, PREBUILDS_WORKSPACE_NAME, "
+        "PREBUILDS_TEMPLATE, PREBUILDS_VERSION, PREBUILDS_PRESET, …) and, with the preset's "
+        "parameters, as JSON on stdin. Exit status 0 completes the job as succeeded (a start "
+        "also reports the agent ready, unless the command printed PREBUILDS_AGENT=<state> "
+        "itself); any other completes it as failed with the end of its stderr. Heartbeats "
+        "while it runs; a command past --job-timeout is killed. SIGTERM or SIGINT: take no "
+        "more jobs, let the running ones finish; a second one kills them and fails their jobs.",
+    )
+    p.add_argument(
+        "--exec",
+        dest="exec_command",
+        required=True,
+        type=shell_command,
+        metavar="CMD",
+        help="shell command run once per job (with /bin/sh -c)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=whole_number(1, MAX_CONCURRENCY),
+        default=1,
+        metavar="N",
+        help=f"run at most N jobs at once (default 1, at most {MAX_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--worker-id",
+        type=name,
+        metavar="ID",
+        help="name recorded on the jobs it takes (default: HOSTNAME-PID)",
+    )
+    for option, bounds, default, what in (
+        ("--job-timeout", JOB_TIMEOUT_BOUNDS, 1800.0, "kill and fail a job that runs this long"),
+        ("--heartbeat", HEARTBEAT_BOUNDS, 30.0, "tell the database a job is alive this often"),
+        ("--poll", POLL_BOUNDS, 1.0, "look for jobs this often when idle"),
+        (
+            "--kill-grace",
+            KILL_GRACE_BOUNDS,
+            10.0,
+            "after SIGTERM to a killed job's commands, wait this long before SIGKILL",
+        ),
+    ):
+        p.add_argument(
+            option,
+            type=duration(bounds),
+            default=default,
+            metavar="DURATION",
+            help=f"{what} (default {show_duration(default)}; "
+            f"{show_duration(bounds[0])} to {show_duration(bounds[1])})",
+        )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="take jobs until the queue is empty, wait for them, exit (for cron and tests); "
+        "exit 1 if a job failed",
+    )
+
+
+def shell_command(text: str) -> str:
+    """A command line for /bin/sh -c: anything but blank."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from .provision import Options, default_worker_id, provision
+
+    options = Options(
+        command=args.exec_command,
+        worker_id=args.worker_id or default_worker_id(),
+        concurrency=args.concurrency,
+        job_timeout=args.job_timeout,
+        heartbeat=args.heartbeat,
+        poll=args.poll,
+        kill_grace=args.kill_grace,
+        once=args.once,
+    )
+    return provision(require_url(args), options)
 
 
 # --- setup and development ---------------------------------------------------------------------

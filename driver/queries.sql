@@ -126,6 +126,29 @@ select prebuilds.complete_job(%(job_id)s, %(error)s) as completed;
 -- name: report_agent_lifecycle
 select prebuilds.report_agent_lifecycle(%(job_id)s, %(agent_name)s, %(state)s) as agent_id;
 
+-- name: provision_acquire_job
+-- `prebuilds provision`: the next job, with what to build (driver/provision.py Job).
+select
+    job_id,
+    workspace_id,
+    build_number,
+    transition,
+    preset_id,
+    initiator_id,
+    workspace_name,
+    owner_name,
+    organization_name,
+    template_name,
+    template_version_name,
+    preset_name,
+    parameters
+from prebuilds.acquire_job(%(worker_id)s);
+
+-- name: heartbeat_job
+-- `prebuilds provision`, every --heartbeat while a job's command runs: false once the job is
+-- not ours to run any more (canceled, or failed as hung).
+select prebuilds.heartbeat_job(%(job_id)s) as alive;
+
 -- name: prune_runs
 -- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle.
 select prebuilds.prune_runs() as pruned;

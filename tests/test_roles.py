@@ -58,6 +58,7 @@ FUNCTIONS = {
     "prebuilds_provisioner": {
         "acquire_job(text)",
         "complete_job(uuid,text)",
+        "heartbeat_job(uuid)",
         "report_agent_lifecycle(uuid,text,text)",
     },
 }
@@ -376,6 +377,21 @@ def test_the_provisioner_acquires_and_completes_jobs_only(
     assert scalar(
         conn, "select status from prebuilds.provisioner_jobs where id = %s", (job[0],)
     ) == ("succeeded")
+
+    # `prebuilds provision` itself, as a member of prebuilds_provisioner alone: it acquires,
+    # heartbeats while the command runs, reports the agent and completes.
+    second = scalar(conn, "select prebuilds.create_prebuild(%s)", (small,))
+    proc = run_cli(
+        "provision", "--once", "--heartbeat", "100ms", "--exec", "sleep 0.5", url=url, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = conn.execute(
+        "select j.status, j.updated_at > j.started_at from prebuilds.workspaces as w "
+        "join prebuilds.workspace_builds as b on b.id = w.latest_build_id "
+        "join prebuilds.provisioner_jobs as j on j.id = b.job_id where w.id = %s",
+        (second,),
+    ).fetchone()
+    assert row == ("succeeded", True)
 
 
 def test_the_reader_reads_and_writes_nothing(

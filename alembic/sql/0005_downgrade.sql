@@ -1,6 +1,13 @@
 -- Downgrade of revision 0005 to 0004. Written by hand above the marker, in sections; below it,
 -- the 0004 text of the objects 0005 re-created.
 
+-- >>> provisioner: heartbeats and job details -----------------------------------------------------
+-- acquire_job is restored below from its 0004 text (security invoker, as 0004 had it).
+drop function prebuilds.heartbeat_job(uuid);
+drop function prebuilds.acquire_job(text);
+alter table prebuilds.provisioner_jobs drop column updated_at;
+-- <<< provisioner ---------------------------------------------------------------------------------
+
 -- >>> platform contract and roles (issue 8, items 2 and 3; SPEC 7) -------------------------------
 -- The roles stay: they are cluster-wide and other databases may use them. Everything granted to
 -- them in this database is revoked, so once no database uses them an administrator can
@@ -32,7 +39,6 @@ drop function prebuilds.finish_run(bigint, text, int, text);
 drop function prebuilds.claim_prebuild(uuid, uuid, text);
 drop function prebuilds.resume_preset(uuid);
 
-alter function prebuilds.acquire_job(text) security invoker reset search_path;
 alter function prebuilds.complete_job(uuid, text) security invoker;
 alter function prebuilds.report_agent_lifecycle(uuid, text, text) security invoker reset search_path;
 
@@ -427,6 +433,55 @@ end;
 comment on function prebuilds.resume_preset(uuid) is
 'Sets failures_reset_at to now, so earlier failures no longer count for the hard limit or '
 'backoff; false when there is no such preset.';
+
+-- >>> db/functions/acquire_job.sql
+-- Provisioner side: take the next queued job (SPEC 4.5). Jobs initiated by people come before
+-- the system user's prebuild jobs; `skip locked` lets many provisioners poll at once and makes a
+-- job being canceled invisible. Used by the simulated provisioner and by tests.
+
+create function prebuilds.acquire_job(p_worker_id text)
+returns table (
+    job_id uuid,
+    workspace_id uuid,
+    build_number int,
+    transition text,
+    preset_id uuid,
+    initiator_id uuid
+)
+language sql
+volatile
+begin atomic
+    with next_job as (
+        select j.id
+        from prebuilds.provisioner_jobs as j
+        where j.started_at is null and j.canceled_at is null and j.completed_at is null
+        order by j.initiator_id = prebuilds.system_user_id(), j.created_at, j.id
+        limit 1
+        for update skip locked
+    ),
+
+    taken as (
+        update prebuilds.provisioner_jobs as j
+        set started_at = now(), worker_id = p_worker_id
+        from next_job
+        where j.id = next_job.id
+        returning j.id, j.initiator_id
+    )
+
+    select
+        taken.id,
+        b.workspace_id,
+        b.build_number,
+        b.transition,
+        b.preset_id,
+        taken.initiator_id
+    from taken
+    inner join prebuilds.workspace_builds as b on taken.id = b.job_id;
+end;
+
+comment on function prebuilds.acquire_job(text) is
+'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns '
+'it; no row when the queue is empty.';
 
 -- >>> db/functions/take_reconcile_lock.sql
 -- Take the reconciler's advisory lock for the rest of this transaction, if it is free, and a

@@ -87,6 +87,20 @@ drop function prebuilds.claim_prebuild(uuid, uuid, text);
 drop function prebuilds.resume_preset(uuid);
 -- <<< platform contract and roles ------------------------------------------------------------------
 
+-- >>> provisioner: heartbeats and job details (issue 8, item 4; SPEC 5.2) ---------------------
+-- A running job's heartbeat: acquire_job sets it, heartbeat_job advances it. Jobs already picked
+-- up get their pick-up time, their last sign of life.
+alter table prebuilds.provisioner_jobs add column updated_at timestamptz;
+update prebuilds.provisioner_jobs set updated_at = started_at where started_at is not null;
+comment on column prebuilds.provisioner_jobs.updated_at is
+'Heartbeat: when the provisioner running the job last said it is alive (set by acquire_job and '
+'heartbeat_job); null until picked up. A running job whose heartbeat is too old is hung.';
+
+-- Re-created below: its result gains the names and parameters of what to build (and it becomes
+-- security definer through db/grants/provisioner.sql, frozen after it).
+drop function prebuilds.acquire_job(text);
+-- <<< provisioner ---------------------------------------------------------------------------------
+
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
 
 -- >>> db/functions/preset_state_at.sql
@@ -495,6 +509,109 @@ comment on function prebuilds.resume_preset(uuid) is
 revoke execute on function prebuilds.resume_preset(uuid) from public;
 grant execute on function prebuilds.resume_preset(uuid) to prebuilds_platform;
 
+-- >>> db/functions/acquire_job.sql
+-- Provisioner side: take the next queued job (SPEC 4.5). Jobs initiated by people come before
+-- the system user's prebuild jobs; `skip locked` lets many provisioners poll at once and makes a
+-- job being canceled invisible. Returns everything a provisioner needs to build (names, the
+-- preset's parameters), so a job costs one round trip to start. Called by `prebuilds provision`
+-- (driver/provision.py), the simulated provisioner and tests.
+
+create function prebuilds.acquire_job(p_worker_id text)
+returns table (
+    job_id uuid,
+    workspace_id uuid,
+    build_number int,
+    transition text,
+    preset_id uuid,
+    initiator_id uuid,
+    workspace_name text,
+    owner_name text,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    parameters jsonb
+)
+language sql
+volatile
+begin atomic
+    with next_job as (
+        select j.id
+        from prebuilds.provisioner_jobs as j
+        where j.started_at is null and j.canceled_at is null and j.completed_at is null
+        order by j.initiator_id = prebuilds.system_user_id(), j.created_at, j.id
+        limit 1
+        for update skip locked
+    ),
+
+    taken as (
+        update prebuilds.provisioner_jobs as j
+        set started_at = now(), updated_at = now(), worker_id = p_worker_id
+        from next_job
+        where j.id = next_job.id
+        returning j.id, j.initiator_id
+    )
+
+    select
+        taken.id as job_id,
+        b.workspace_id,
+        b.build_number,
+        b.transition,
+        b.preset_id,
+        taken.initiator_id,
+        w.name as workspace_name,
+        u.username as owner_name,
+        o.name as organization_name,
+        t.name as template_name,
+        v.name as template_version_name,
+        coalesce(p.name, '') as preset_name,
+        coalesce(p.parameters, '{}') as parameters
+    from taken
+    inner join prebuilds.workspace_builds as b on taken.id = b.job_id
+    inner join prebuilds.workspaces as w on b.workspace_id = w.id
+    inner join prebuilds.users as u on w.owner_id = u.id
+    inner join prebuilds.organizations as o on w.organization_id = o.id
+    inner join prebuilds.templates as t on w.template_id = t.id
+    inner join prebuilds.template_versions as v on b.template_version_id = v.id
+    -- A build without a preset (a person's stop) builds the preset its workspace counts in.
+    left join prebuilds.presets as p on coalesce(b.preset_id, w.current_preset_id) = p.id;
+end;
+
+comment on function prebuilds.acquire_job(text) is
+'Marks the next queued job (people''s first, then oldest) as started by p_worker_id, with a first '
+'heartbeat, and returns it with what to build: workspace, owner, organization, template, '
+'version and preset names and the preset''s parameters (an empty name and {} without a preset); '
+'no row when the queue is empty.';
+
+-- >>> db/functions/heartbeat_job.sql
+-- Provisioner side: "I am still running this job" (SPEC 5.2). Sets provisioner_jobs.updated_at,
+-- which tells a slow but live job from a hung one. Called by `prebuilds provision` every
+-- --heartbeat seconds while a job's command runs.
+
+create function prebuilds.heartbeat_job(p_job_id uuid)
+returns bool
+language sql
+volatile
+begin atomic
+    with beat as (
+        update prebuilds.provisioner_jobs as j
+        set updated_at = now()
+        where
+            j.id = p_job_id
+            and j.started_at is not null
+            and j.completed_at is null
+            and j.canceled_at is null
+        returning j.id
+    )
+
+    select exists(select from beat);
+end;
+
+comment on function prebuilds.heartbeat_job(uuid) is
+'Records a heartbeat of a running job and returns true; false (and nothing written) when the job '
+'is not running any more: completed (perhaps failed as hung), canceled or canceling, never '
+'started, or unknown. On false the provisioner stops the job''s command.';
+
 -- >>> db/functions/take_reconcile_lock.sql
 -- Take the reconciler's advisory lock for the rest of this transaction, if it is free, and a
 -- token lock that identifies this transaction: an exclusive lock on (low half of the key, a
@@ -842,6 +959,10 @@ security definer set search_path = '';
 revoke execute on function prebuilds.report_agent_lifecycle(uuid, text, text) from public;
 grant execute on function prebuilds.report_agent_lifecycle(uuid, text, text)
 to prebuilds_provisioner;
+
+alter function prebuilds.heartbeat_job(uuid) security definer set search_path = '';
+revoke execute on function prebuilds.heartbeat_job(uuid) from public;
+grant execute on function prebuilds.heartbeat_job(uuid) to prebuilds_provisioner;
 
 -- >>> db/functions/check_name_argument.sql
 -- A name passed to a platform function (organization, template, version, username): 1 to 200

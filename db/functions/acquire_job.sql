@@ -1,6 +1,8 @@
 -- Provisioner side: take the next queued job (SPEC 4.5). Jobs initiated by people come before
 -- the system user's prebuild jobs; `skip locked` lets many provisioners poll at once and makes a
--- job being canceled invisible. Used by the simulated provisioner and by tests.
+-- job being canceled invisible. Returns everything a provisioner needs to build (names, the
+-- preset's parameters), so a job costs one round trip to start. Called by `prebuilds provision`
+-- (driver/provision.py), the simulated provisioner and tests.
 
 create function prebuilds.acquire_job(p_worker_id text)
 returns table (
@@ -9,7 +11,14 @@ returns table (
     build_number int,
     transition text,
     preset_id uuid,
-    initiator_id uuid
+    initiator_id uuid,
+    workspace_name text,
+    owner_name text,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    parameters jsonb
 )
 language sql
 volatile
@@ -25,23 +34,39 @@ begin atomic
 
     taken as (
         update prebuilds.provisioner_jobs as j
-        set started_at = now(), worker_id = p_worker_id
+        set started_at = now(), updated_at = now(), worker_id = p_worker_id
         from next_job
         where j.id = next_job.id
         returning j.id, j.initiator_id
     )
 
     select
-        taken.id,
+        taken.id as job_id,
         b.workspace_id,
         b.build_number,
         b.transition,
         b.preset_id,
-        taken.initiator_id
+        taken.initiator_id,
+        w.name as workspace_name,
+        u.username as owner_name,
+        o.name as organization_name,
+        t.name as template_name,
+        v.name as template_version_name,
+        coalesce(p.name, '') as preset_name,
+        coalesce(p.parameters, '{}') as parameters
     from taken
-    inner join prebuilds.workspace_builds as b on taken.id = b.job_id;
+    inner join prebuilds.workspace_builds as b on taken.id = b.job_id
+    inner join prebuilds.workspaces as w on b.workspace_id = w.id
+    inner join prebuilds.users as u on w.owner_id = u.id
+    inner join prebuilds.organizations as o on w.organization_id = o.id
+    inner join prebuilds.templates as t on w.template_id = t.id
+    inner join prebuilds.template_versions as v on b.template_version_id = v.id
+    -- A build without a preset (a person's stop) builds the preset its workspace counts in.
+    left join prebuilds.presets as p on coalesce(b.preset_id, w.current_preset_id) = p.id;
 end;
 
 comment on function prebuilds.acquire_job(text) is
-'Marks the next queued job (people''s first, then oldest) as started by p_worker_id and returns '
-'it; no row when the queue is empty.';
+'Marks the next queued job (people''s first, then oldest) as started by p_worker_id, with a first '
+'heartbeat, and returns it with what to build: workspace, owner, organization, template, '
+'version and preset names and the preset''s parameters (an empty name and {} without a preset); '
+'no row when the queue is empty.';

@@ -15,3 +15,7 @@ security definer set search_path = '';
 revoke execute on function prebuilds.report_agent_lifecycle(uuid, text, text) from public;
 grant execute on function prebuilds.report_agent_lifecycle(uuid, text, text)
 to prebuilds_provisioner;
+
+alter function prebuilds.heartbeat_job(uuid) security definer set search_path = '';
+revoke execute on function prebuilds.heartbeat_job(uuid) from public;
+grant execute on function prebuilds.heartbeat_job(uuid) to prebuilds_provisioner;

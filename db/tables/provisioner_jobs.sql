@@ -1,5 +1,5 @@
 -- Provisioner jobs: the unit of work a provisioner picks up to run a build.
--- Written by the write functions (insert), acquire_job and complete_job (progress).
+-- Written by the write functions (insert), acquire_job, heartbeat_job and complete_job (progress).
 
 create table prebuilds.provisioner_jobs (
     id uuid primary key default gen_random_uuid(),
@@ -20,6 +20,7 @@ create table prebuilds.provisioner_jobs (
             else 'pending'
         end
     ) stored,
+    updated_at timestamptz,
     constraint provisioner_jobs_error_needs_completion
     check (error is null or completed_at is not null)
 );
@@ -43,5 +44,8 @@ comment on column prebuilds.provisioner_jobs.error is
 comment on column prebuilds.provisioner_jobs.worker_id is 'The provisioner that acquired the job.';
 comment on column prebuilds.provisioner_jobs.status is
 'Derived: pending, running, succeeded, failed, canceling or canceled.';
+comment on column prebuilds.provisioner_jobs.updated_at is
+'Heartbeat: when the provisioner running the job last said it is alive (set by acquire_job and '
+'heartbeat_job); null until picked up. A running job whose heartbeat is too old is hung.';
 comment on index prebuilds.provisioner_jobs_queue_idx is
 'Jobs waiting for a provisioner, oldest first (acquire_job).';
