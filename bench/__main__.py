@@ -1,10 +1,13 @@
-"""``python -m bench``: our design against the per-preset baseline, in one run; prints a table.
+"""``python -m bench``: our design against Coder's, in one run; prints tables.
 
 Builds each scenario's fleet (bench/fleet.py) on the server in ``DATABASE_URL`` (a superuser:
-it creates databases) or on an embedded PostgreSQL, then measures, interleaved:
-plan time (client and server, p50/p95), the same with ``jit`` forced on and off, full cycles
-applying N creates with peak connections, statements and round trips, and the physical
-reference (the same rows written by plain SQL over two connections).
+it creates databases) or on an embedded PostgreSQL, copies it for the baseline with Coder's
+indexes instead of ours (``harness.coder_database``), then measures, interleaved, after a
+warm-up: the plan read of each design on a kept connection (warm, as Coder always runs and as
+``prebuilds run`` will) and on a new connection per cycle (cron), client p50/p95; the server's
+planning and execution time (EXPLAIN ANALYZE on the warm connections); a fresh backend's fixed
+cost; and where our plan's time goes (auto_explain of the nested statements). ``--apply N,…``
+adds full cycles applying N creates with the physical reference (not part of a default run).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -24,6 +28,12 @@ import psycopg
 from bench import harness
 from bench.fleet import SCENARIOS
 
+#: Issue 9's targets, checked against the current driver on every run.
+TARGET_WARM = 10.0
+TARGET_FRESH = 3.0
+TARGET_USERS5 = 1.1
+TARGET_PRESETS10 = 10.0
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -32,10 +42,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="dogfood,history10,users5,presets10",
         help="comma-separated, from: " + ", ".join(sorted(SCENARIOS)),
     )
-    parser.add_argument("--cycles", type=int, default=20, help="measured plan cycles per design")
-    parser.add_argument("--jit-cycles", type=int, default=10, help="plan cycles per jit setting")
+    parser.add_argument("--cycles", type=int, default=20, help="measured plan cycles per mode")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured cycles first")
     parser.add_argument(
-        "--apply", default="10,100,1000", help="action counts for full cycles (dogfood fleet)"
+        "--server-cycles", type=int, default=5, help="EXPLAIN ANALYZE rounds per design"
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=("coder", "historical"),
+        default="coder",
+        help="coder: Coder as of the seed issue (default); historical: the DISTINCT ON view of "
+        "migration 000314, which Coder had abandoned by then (never a headline)",
+    )
+    parser.add_argument(
+        "--apply", default="", help="action counts for full cycles (dogfood fleet), e.g. 10,1000"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per applied count")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -48,53 +68,146 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown cpu"
+
+
+SETTINGS = (
+    "shared_buffers",
+    "work_mem",
+    "effective_cache_size",
+    "random_page_cost",
+    "jit",
+    "max_parallel_workers_per_gather",
+    "plan_cache_mode",
+)
+
+
 def server_facts(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        row = conn.execute(
-            "select version(), current_setting('jit'), pg_jit_available(), "
-            "current_setting('shared_buffers'), current_setting('work_mem')"
-        ).fetchone()
-    assert row is not None
+        row = conn.execute("select version(), pg_jit_available()").fetchone()
+        assert row is not None
+        settings = {
+            name: conn.execute("select current_setting(%s)", (name,)).fetchone()[0]  # type: ignore[index]
+            for name in SETTINGS
+        }
     return {
         "server": row[0].split(",")[0],
-        "jit": row[1],
-        "jit_available": row[2],
-        "shared_buffers": row[3],
-        "work_mem": row[4],
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}",
+        "jit_available": row[1],
+        "settings": settings,
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}",
     }
+
+
+def _samples(s: harness.Samples) -> dict[str, float]:
+    return {"p50": s.p50, "p95": s.p95}
+
+
+def _design(d: harness.DesignResult) -> dict[str, Any]:
+    return {
+        "warm_ms": _samples(d.warm),
+        "fresh_ms": _samples(d.fresh),
+        "connect_ms": _samples(d.connect),
+        "server_ms": d.server.p50,
+        "planning_ms": d.planning.p50,
+        "execution_ms": d.execution.p50,
+        "per_query_server_ms": {k: v.p50 for k, v in d.per_query.items()},
+        "actions": d.actions,
+    }
+
+
+_DURATION = re.compile(r"duration: ([\d.]+) ms")
+_ACTUAL = re.compile(r"actual time=[\d.]+\.\.([\d.]+) rows=[\d.]+ loops=(\d+)")
+_NODE = re.compile(r"^\s*(?:->\s*)?([A-Z][^(]*?)\s+\(cost=")
+
+
+def summarise_nested(notices: list[str]) -> list[str]:
+    """auto_explain's plans, innermost first, reduced to: each statement's duration and top node,
+    its CTEs' times and the function scans' times (a node's actual total time x loops; a CTE's
+    time includes what it reads, a function scan's includes planning the function's body).
+    Statements under 0.05 ms (set_config, the lock's helpers) are counted, not shown."""
+    if not notices:
+        return ["    (auto_explain not available)"]
+    out, trivial = [], 0
+    for text in notices:
+        m = _DURATION.search(text)
+        ms = float(m[1]) if m else 0.0
+        if ms < 0.05:
+            trivial += 1
+            continue
+        lines = text.splitlines()
+        plan = [ln for ln in lines if "(cost=" in ln]
+        top = _NODE.match(plan[0]) if plan else None
+        query_text = next((ln for ln in lines if ln.startswith("Query Text:")), "")
+        label = query_text[len("Query Text:") :].strip().lstrip("- ")[:60] or "(a function body)"
+        out.append(f"    {ms:8.2f} ms  {label}; top node {top[1] if top else '?'}")
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            node = None
+            if stripped.startswith("CTE ") and i + 1 < len(lines):
+                node, timing = stripped, _ACTUAL.search(lines[i + 1])
+            elif "Function Scan on" in stripped:
+                node, timing = stripped.split("  (")[0].lstrip("-> "), _ACTUAL.search(stripped)
+            if node and timing:
+                out.append(f"      {node:<40} {float(timing[1]) * int(timing[2]):8.2f} ms")
+    out.append(f"    (+ {trivial} statements under 0.05 ms)")
+    return out
 
 
 def run(args: argparse.Namespace, server_url: str, say: Callable[[str], None]) -> dict[str, Any]:
     facts = server_facts(server_url)
-    say(f"server: {facts['server']}; jit={facts['jit']} (available: {facts['jit_available']})")
-    results: dict[str, Any] = {"facts": facts, "plans": {}, "apply": {}}
+    say(f"server: {facts['server']}; machine: {facts['machine']}")
+    results: dict[str, Any] = {
+        "facts": facts,
+        "baseline": args.baseline,
+        "cycles": args.cycles,
+        "plans": {},
+        "apply": {},
+    }
     for name in args.scenarios:
         db = harness.build_scenario(server_url, name, say)
         url = harness.with_database(server_url, db)
-        plans = harness.measure_plans(url, args.cycles)
+        started = time.perf_counter()
+        coder_db = harness.coder_database(server_url, db)
+        base_url = harness.with_database(server_url, coder_db)
+        say(
+            "  copied for the baseline with Coder's indexes in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        plans = harness.measure_plans(
+            url,
+            base_url,
+            args.cycles,
+            warmup=args.warmup,
+            server_cycles=args.server_cycles,
+            variant=args.baseline,
+        )
         entry: dict[str, Any] = {
-            "ours_p50_ms": plans.ours_client.p50,
-            "ours_p95_ms": plans.ours_client.p95,
-            "ours_server_ms": statistics.median(plans.ours_server),
-            "baseline_p50_ms": plans.base_client.p50,
-            "baseline_p95_ms": plans.base_client.p95,
-            "baseline_server_ms": statistics.median(plans.base_server),
-            "ratio_p50": plans.base_client.p50 / plans.ours_client.p50,
-            "ours_actions": plans.ours_actions,
-            "baseline_actions": plans.base_actions,
+            "ours": _design(plans.ours),
+            "baseline": _design(plans.base),
+            "select1_fresh_ms": plans.select1_fresh.p50,
+            "select1_warm_ms": plans.select1_warm.p50,
+            "ratio_warm_p50": plans.base.warm.p50 / plans.ours.warm.p50,
+            "ratio_fresh_p50": plans.base.fresh.p50 / plans.ours.fresh.p50,
+            "ratio_server": plans.base.server.p50 / plans.ours.server.p50,
+            "nested": summarise_nested(harness.nested_plan(url)),
         }
-        if facts["jit_available"]:
-            for setting in ("on", "off"):
-                jit = harness.measure_plans(url, args.jit_cycles, warmup=1, jit=setting)
-                entry[f"ours_jit_{setting}_p50_ms"] = jit.ours_client.p50
-                entry[f"baseline_jit_{setting}_p50_ms"] = jit.base_client.p50
         results["plans"][name] = entry
         say(
-            f"  plan {name}: ours p50 {entry['ours_p50_ms']:.1f} ms, baseline p50 "
-            f"{entry['baseline_p50_ms']:.1f} ms ({entry['ratio_p50']:.1f}x)"
+            f"  plan {name}: warm ours {plans.ours.warm.p50:.1f} ms, baseline "
+            f"{plans.base.warm.p50:.1f} ms ({entry['ratio_warm_p50']:.1f}x); fresh ours "
+            f"{plans.ours.fresh.p50:.1f} ms, baseline {plans.base.fresh.p50:.1f} ms "
+            f"({entry['ratio_fresh_p50']:.1f}x)"
         )
+        harness.drop_database(server_url, coder_db)
         if name != "dogfood" or not args.apply:
             harness.drop_database(server_url, db)
     if "dogfood" in args.scenarios and args.apply:
@@ -143,32 +256,89 @@ def measure_apply(
 
 
 def table(results: dict[str, Any]) -> str:
+    f = results["facts"]
     lines = [
         "",
-        "Plan time (ms; client = lock + read + decode on a fresh connection, as cron runs it)",
+        f"machine: {f['machine']}",
+        f"server:  {f['server']} (jit available: {f['jit_available']})",
+        "settings: " + ", ".join(f"{k}={v}" for k, v in f["settings"].items()),
+        f"baseline: {results['baseline']}"
+        + (
+            " (HISTORICAL: not Coder as of the seed issue)"
+            if results["baseline"] != "coder"
+            else ""
+        ),
+        f"cycles: {results['cycles']} per mode, interleaved, after warm-up",
+        "",
+        "Plan read, client ms (lock + read + decode; the baseline also plans per preset in Python)",
+        f"{'scenario':<10} {'mode':<6} {'ours p50':>9} {'ours p95':>9} {'base p50':>9} "
+        f"{'base p95':>9} {'ratio':>7} {'actions':>8}",
     ]
-    lines.append(
-        f"{'scenario':<10} {'ours p50':>9} {'ours p95':>9} {'ours srv':>9} "
-        f"{'base p50':>9} {'base p95':>9} {'base srv':>9} {'ratio':>7} {'actions':>8}"
-    )
     for name, e in results["plans"].items():
-        lines.append(
-            f"{name:<10} {e['ours_p50_ms']:>9.1f} {e['ours_p95_ms']:>9.1f} "
-            f"{e['ours_server_ms']:>9.1f} {e['baseline_p50_ms']:>9.1f} "
-            f"{e['baseline_p95_ms']:>9.1f} {e['baseline_server_ms']:>9.1f} "
-            f"{e['ratio_p50']:>6.1f}x {e['ours_actions']:>8}"
-        )
-    if any("ours_jit_on_p50_ms" in e for e in results["plans"].values()):
-        lines += [
-            "",
-            "jit (p50 ms)",
-            f"{'scenario':<10} {'ours on':>9} {'ours off':>9} {'base on':>9} {'base off':>9}",
-        ]
-        for name, e in results["plans"].items():
+        o, b = e["ours"], e["baseline"]
+        for mode, key, ratio in (
+            ("warm", "warm_ms", e["ratio_warm_p50"]),
+            ("fresh", "fresh_ms", e["ratio_fresh_p50"]),
+        ):
             lines.append(
-                f"{name:<10} {e['ours_jit_on_p50_ms']:>9.1f} {e['ours_jit_off_p50_ms']:>9.1f} "
-                f"{e['baseline_jit_on_p50_ms']:>9.1f} {e['baseline_jit_off_p50_ms']:>9.1f}"
+                f"{name:<10} {mode:<6} {o[key]['p50']:>9.1f} {o[key]['p95']:>9.1f} "
+                f"{b[key]['p50']:>9.1f} {b[key]['p95']:>9.1f} {ratio:>6.1f}x {o['actions']:>8}"
             )
+    lines += [
+        "",
+        "Server ms (EXPLAIN ANALYZE on the warm connection, p50): planning + execution",
+        "(ours: a SQL function's body is planned inside the outer statement's execution)",
+        f"{'scenario':<10} {'ours plan':>10} {'ours exec':>10} {'ours tot':>9} "
+        f"{'base plan':>10} {'base exec':>10} {'base tot':>9} {'ratio':>7}",
+    ]
+    for name, e in results["plans"].items():
+        o, b = e["ours"], e["baseline"]
+        lines.append(
+            f"{name:<10} {o['planning_ms']:>10.2f} {o['execution_ms']:>10.2f} "
+            f"{o['server_ms']:>9.1f} {b['planning_ms']:>10.2f} {b['execution_ms']:>10.2f} "
+            f"{b['server_ms']:>9.1f} {e['ratio_server']:>6.1f}x"
+        )
+    lines += [
+        "",
+        "A fresh backend's fixed cost (ms, p50): connect; select 1 fresh vs warm; our read fresh",
+        "minus warm (the catalogue caches a new backend fills on its first plan)",
+        f"{'scenario':<10} {'connect':>8} {'sel1 new':>9} {'sel1 warm':>10} {'ours cat':>9} "
+        f"{'base cat':>9}",
+    ]
+    for name, e in results["plans"].items():
+        o, b = e["ours"], e["baseline"]
+        lines.append(
+            f"{name:<10} {o['connect_ms']['p50']:>8.1f} {e['select1_fresh_ms']:>9.2f} "
+            f"{e['select1_warm_ms']:>10.2f} {o['fresh_ms']['p50'] - o['warm_ms']['p50']:>9.1f} "
+            f"{b['fresh_ms']['p50'] - b['warm_ms']['p50']:>9.1f}"
+        )
+    lines += ["", "Baseline server ms per snapshot query (p50)"]
+    for name, e in results["plans"].items():
+        per = e["baseline"]["per_query_server_ms"]
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.1f}" for k, v in per.items()))
+    lines += ["", "Where our read's time goes (auto_explain, nested statements, warm connection)"]
+    for name, e in results["plans"].items():
+        lines.append(f"  {name}:")
+        lines += e["nested"]
+    lines += ["", "Issue 9 targets (current driver)"]
+    plans = results["plans"]
+    for name in ("dogfood", "history10", "users5"):
+        if name in plans:
+            w, fr = plans[name]["ratio_warm_p50"], plans[name]["ratio_fresh_p50"]
+            lines.append(
+                f"  {name}: warm {w:.1f}x (target {TARGET_WARM:.0f}x: "
+                f"{'met' if w >= TARGET_WARM else 'MISSED'}), fresh {fr:.1f}x (target "
+                f"{TARGET_FRESH:.0f}x: {'met' if fr >= TARGET_FRESH else 'MISSED'})"
+            )
+    if "dogfood" in plans:
+        base = plans["dogfood"]["ours"]["warm_ms"]["p50"]
+        for name, target in (("users5", TARGET_USERS5), ("presets10", TARGET_PRESETS10)):
+            if name in plans:
+                r = plans[name]["ours"]["warm_ms"]["p50"] / base
+                lines.append(
+                    f"  {name} / dogfood, ours warm p50: {r:.2f}x (target <= {target}x: "
+                    f"{'met' if r <= target else 'MISSED'})"
+                )
     if results["apply"]:
         lines += [
             "",

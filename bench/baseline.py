@@ -13,17 +13,28 @@ Shape (Coder's ``enterprise/coderd/prebuilds/reconcile.go`` and ``coderd/prebuil
    (``bench/baseline.sql``): GetTemplatePresetsWithPrebuilds (the UNFILTERED list: every preset
    with a pool, of every version of every template), GetActivePresetPrebuildSchedules,
    GetRunningPrebuiltWorkspaces, CountInProgressPrebuilds, CountPendingNonActivePrebuilds (listing
-   the workspaces), GetPresetsBackoff and GetPresetsAtFailureLimit. Every query that needs a
-   workspace's latest build computes it Coder's way, as the ``workspace_latest_builds`` view of
-   Coder's migration 000314: ``select distinct on (workspace_id) … order by workspace_id,
-   build_number desc`` over ALL builds joined with their jobs, and the current preset as the
-   preset of the latest build naming one, again from the build history. Our maintained
-   ``workspaces.latest_build_id`` / ``current_preset_id`` pointers and partial indexes are the
-   optimisation being measured, so the baseline never reads them. (Coder later rewrote the view
-   as a lateral join over non-deleted workspaces; the baseline is the design the seed issue
-   describes.) Two reads have no Coder counterpart and run only when needed: the pending prebuild
-   starts when ``max_pending_creates`` is set, and the presets WITHOUT a pool that still hold
-   prebuilds (see difference 5).
+   the workspaces), GetPresetsBackoff and GetPresetsAtFailureLimit.
+
+   **Which Coder.** The seed issue is coder/coder#20606, filed 2025-10-31; the baseline is Coder's
+   main of that week (the v2.28 line), the strongest version the issue's author was looking at:
+   every query that needs a workspace's latest build reads Coder's ``workspace_latest_builds``
+   view of migration 000323 (PR #17789, May 2025: a LATERAL lookup of the latest build of each
+   non-deleted workspace, through the ``(workspace_id, build_number)`` unique index), and
+   GetRunningPrebuiltWorkspaces has the CTE shape of PRs #18717/#18832 (July 2025), which
+   replaced the inline-LATERAL rewrite of PR #18588 (June 2025); CountPendingNonActivePrebuilds
+   is PR #20387 (October 2025). The current preset is the preset of the latest build naming one,
+   from the build history. Coder's own indexes on these tables (including ``workspace_builds
+   (initiator_id)``, migration 000363, September 2025) are created in the baseline's bench
+   database by ``bench.harness.coder_database``, which also drops our partial indexes there; our
+   maintained ``workspaces.latest_build_id`` / ``current_preset_id`` pointers are the
+   optimisation being measured, so the baseline never reads them. ``variant="historical"``
+   (``bench/baseline_historical.sql``) swaps in the view of migration 000314, a ``distinct on``
+   over ALL builds, which Coder had already abandoned: kept to explain the earlier README table,
+   never a headline.
+
+   Two reads have no Coder counterpart and run only when needed: the pending prebuild starts
+   when ``max_pending_creates`` is set, and the presets WITHOUT a pool that still hold prebuilds
+   (see difference 5).
 2. **Plan** (``plan``): per preset of the list, in Python, Coder's ``GlobalSnapshot.FilterByPreset``
    then ``PresetSnapshot.CalculateActions`` (backoff check, inactive: cancel pending and delete
    running, active: delete expired, delete the oldest extraneous, create the missing), with the
@@ -129,14 +140,19 @@ T = TypeVar("T")
 OutcomeKind = Literal["applied", "skipped", "failed", "noted"]
 
 
+#: Query files by variant: Coder at the seed issue (the baseline), and the historical shape.
+VARIANTS = {"coder": "baseline.sql", "historical": "baseline_historical.sql"}
+Variant = Literal["coder", "historical"]
+
+
 @cache
-def _queries() -> dict[str, str]:
-    return parse((Path(__file__).parent / "baseline.sql").read_text())
+def _queries(variant: Variant = "coder") -> dict[str, str]:
+    return parse((Path(__file__).parent / VARIANTS[variant]).read_text())
 
 
-def query(name: str) -> sql.SQL:
-    """A named query of ``bench/baseline.sql``."""
-    return sql.SQL(_queries()[name])  # our own file, never input
+def query(name: str, variant: Variant = "coder") -> sql.SQL:
+    """A named query of ``bench/baseline.sql`` (or of the historical variant's file)."""
+    return sql.SQL(_queries(variant)[name])  # our own file, never input
 
 
 # --- counting statements and round trips (client side) ---------------------------------------
@@ -347,19 +363,32 @@ class Snapshot:
         return self.settings.now
 
 
-def _fetch(conn: psycopg.Connection[Any], cls: type[T], name: str, params: Any = None) -> list[T]:
+def _fetch(
+    conn: psycopg.Connection[Any],
+    cls: type[T],
+    name: str,
+    params: Any = None,
+    variant: Variant = "coder",
+) -> list[T]:
     with conn.cursor(row_factory=class_row(cls)) as cur:
-        return cur.execute(query(name), params).fetchall()
+        return cur.execute(query(name, variant), params).fetchall()
 
 
-def read_snapshot(conn: psycopg.Connection[Any], *, now: datetime | None = None) -> Snapshot:
+def read_snapshot(
+    conn: psycopg.Connection[Any], *, now: datetime | None = None, variant: Variant = "coder"
+) -> Snapshot:
     """Coder's SnapshotState: the settings, then (unless paused) each snapshot query in turn, in
     the caller's transaction (``repeatable read, read only`` under the lock in a cycle).
 
     ``now`` overrides the clock (default: the transaction's ``now()``); backoff's lookback is
     computed from it, as Coder computes it from its clock when it takes the snapshot.
+    ``variant`` picks the query file (``VARIANTS``).
     """
-    settings_rows = _fetch(conn, Settings, "get_prebuilds_settings")
+
+    def fetch(cls: type[T], name: str, params: Any = None) -> list[T]:
+        return _fetch(conn, cls, name, params, variant)
+
+    settings_rows = fetch(Settings, "get_prebuilds_settings")
     settings = settings_rows[0]
     if now is not None:
         settings = Settings(
@@ -373,27 +402,25 @@ def read_snapshot(conn: psycopg.Connection[Any], *, now: datetime | None = None)
     snapshot = Snapshot(settings)
     if settings.paused:
         return snapshot
-    snapshot.presets = _fetch(conn, PresetRow, "get_template_presets_with_prebuilds")
+    snapshot.presets = fetch(PresetRow, "get_template_presets_with_prebuilds")
     # Coder returns here when the list is empty ("no templates found with prebuilds configured");
     # the baseline reads on, since presets without a pool may still hold prebuilds (difference 5).
-    snapshot.schedules = _fetch(conn, ScheduleRow, "get_active_preset_prebuild_schedules")
-    snapshot.running = _fetch(conn, RunningPrebuild, "get_running_prebuilt_workspaces")
-    snapshot.in_progress = _fetch(conn, InProgressRow, "count_in_progress_prebuilds")
-    snapshot.pending = _fetch(conn, PendingPrebuild, "get_pending_prebuilds_to_cancel")
-    snapshot.backoffs = _fetch(
-        conn,
+    snapshot.schedules = fetch(ScheduleRow, "get_active_preset_prebuild_schedules")
+    snapshot.running = fetch(RunningPrebuild, "get_running_prebuilt_workspaces")
+    snapshot.in_progress = fetch(InProgressRow, "count_in_progress_prebuilds")
+    snapshot.pending = fetch(PendingPrebuild, "get_pending_prebuilds_to_cancel")
+    snapshot.backoffs = fetch(
         BackoffRow,
         "get_presets_backoff",
         {"lookback": settings.now - settings.backoff_lookback},
     )
-    snapshot.hard_limited = _fetch(
-        conn,
+    snapshot.hard_limited = fetch(
         HardLimitedRow,
         "get_presets_at_failure_limit",
         {"hard_limit": settings.failure_hard_limit},
     )
     if settings.max_pending_creates is not None:
-        row = conn.execute(query("count_pending_prebuild_creates")).fetchone()
+        row = conn.execute(query("count_pending_prebuild_creates", variant)).fetchone()
         snapshot.pending_creates = int(row[0]) if row else 0
     listed = {p.id for p in snapshot.presets}
     referenced = {r.current_preset_id for r in snapshot.running} | {
@@ -401,7 +428,7 @@ def read_snapshot(conn: psycopg.Connection[Any], *, now: datetime | None = None)
     }
     unpooled = sorted(i for i in referenced if i is not None and i not in listed)
     if unpooled:
-        snapshot.unpooled_presets = _fetch(conn, PresetRow, "get_presets_by_ids", {"ids": unpooled})
+        snapshot.unpooled_presets = fetch(PresetRow, "get_presets_by_ids", {"ids": unpooled})
     return snapshot
 
 
@@ -888,6 +915,7 @@ def run_baseline_cycle(
     workers: int = 5,
     pool_size: int = 10,
     apply: bool = True,
+    variant: Variant = "coder",
 ) -> BaselineCycleResult:
     """Lock, snapshot, plan and (unless ``apply`` is false) apply, Coder's way; with timings and
     the client-side count of statements and round trips."""
@@ -903,7 +931,7 @@ def run_baseline_cycle(
                 status: Literal["done", "lock_busy", "paused"] = "lock_busy"
                 snapshot = None
             else:
-                snapshot = read_snapshot(conn)
+                snapshot = read_snapshot(conn, variant=variant)
                 status = "paused" if snapshot.settings.paused else "done"
             snapshotted = time.perf_counter()
             plans: list[PresetPlan] = []

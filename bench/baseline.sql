@@ -1,14 +1,28 @@
--- The per-preset baseline's SQL (bench/baseline.py): Coder's prebuild reconciler queries
--- (coderd/database/queries/prebuilds.sql, presets.sql, the workspace_latest_builds view of
--- migration 000314), ported to the `prebuilds` schema with Coder's query shapes. Not used by the
--- product. `-- name: x` starts a query; parameters are psycopg named placeholders.
+-- The per-preset baseline's SQL (bench/baseline.py): Coder's prebuild reconciler snapshot
+-- queries as they stood when the seed issue was filed (coder/coder#20606, 2025-10-31), ported to
+-- the `prebuilds` schema with Coder's query shapes. Not used by the product. `-- name: x` starts a
+-- query; parameters are psycopg named placeholders.
 --
--- `workspace_latest_builds` is Coder's view (its columns, its DISTINCT ON over ALL builds joined
--- with their jobs), inlined as a CTE in every query that reads it since no view may be added to
--- db/. It deliberately ignores our maintained workspaces.latest_build_id / current_preset_id
--- pointers, which are the database-first design's optimisation. (A later Coder migration rewrote
--- the view as a LATERAL lookup per non-deleted workspace; the baseline is the design of the seed
--- issue.) The system user id is Coder's literal.
+-- Sources (coder/coder, main of late October 2025, i.e. the v2.28 line):
+-- * coderd/database/queries/prebuilds.sql: GetTemplatePresetsWithPrebuilds,
+--   GetRunningPrebuiltWorkspaces in its CTE form (latest_prebuilds / workspace_latest_presets /
+--   ready_agents: PR #18717, made the only version by PR #18832, July 2025, superseding the inline
+--   LATERAL form of PR #18588, June 2025), CountInProgressPrebuilds, GetPresetsBackoff,
+--   GetPresetsAtFailureLimit, CountPendingNonActivePrebuilds (PR #20387, October 2025);
+--   presets.sql: GetActivePresetPrebuildSchedules.
+-- * the views: `workspace_latest_builds` of migration 000323 (PR #17789, May 2025: a LATERAL
+--   lookup of the latest build of each NON-DELETED workspace, ordered by workspace id) and
+--   `workspace_prebuild_builds` (builds initiated by the prebuilds system user). PostgreSQL inlines
+--   a view into the query that reads it; here each is a `not materialized` CTE, which the planner
+--   treats the same way (no view may be added to db/).
+-- * Coder's indexes on these tables (dump.sql; migration 000363, PR #19694, September 2025, added
+--   workspace_builds (initiator_id)) are given to the baseline's database by bench/harness.py
+--   (`CODER_INDEXES`), which also drops our partial indexes there.
+--
+-- Never read: our maintained workspaces.latest_build_id / latest_build_number / current_preset_id
+-- pointers, the database-first design's optimisation. The system user id is Coder's literal.
+-- The old DISTINCT ON view (migration 000314) lives on, labelled historical, in
+-- bench/baseline_historical.sql.
 
 -- name: take_lock
 -- Coder's TryAcquireLock(LockIDReconcilePrebuilds): transaction-scoped, so held until the lock
@@ -104,19 +118,37 @@ where
 -- preset of their latest build that names one (SPEC 4.2; Coder also requires that build to be a
 -- start), and whether all their agents are ready.
 with
-workspace_latest_builds as (
-    select distinct on (wb.workspace_id)
-        wb.id,
-        wb.workspace_id,
-        wb.template_version_id,
-        wb.job_id,
-        wb.preset_id,
-        wb.transition,
-        wb.created_at,
-        pj.status as job_status
-    from prebuilds.workspace_builds as wb
-    inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
-    order by wb.workspace_id asc, wb.build_number desc
+workspace_latest_builds as not materialized (
+    -- Coder's view, migration 000323 (PR #17789): the latest build of each non-deleted workspace,
+    -- looked up per workspace through the (workspace_id, build_number) unique index.
+    select
+        latest_build.id,
+        latest_build.workspace_id,
+        latest_build.template_version_id,
+        latest_build.job_id,
+        latest_build.preset_id,
+        latest_build.transition,
+        latest_build.created_at,
+        latest_build.job_status
+    from prebuilds.workspaces as w
+    left join lateral (
+        select
+            wb.id,
+            wb.workspace_id,
+            wb.template_version_id,
+            wb.job_id,
+            wb.preset_id,
+            wb.transition,
+            wb.created_at,
+            pj.status as job_status
+        from prebuilds.workspace_builds as wb
+        inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
+        where wb.workspace_id = w.id
+        order by wb.build_number desc
+        limit 1
+    ) as latest_build on true
+    where not w.deleted
+    order by w.id asc
 ),
 
 latest_prebuilds as (
@@ -174,19 +206,37 @@ order by lp.id;
 -- workspace_prebuild_builds view) with a pending or running job, on active versions, per preset
 -- and transition.
 with
-workspace_latest_builds as (
-    select distinct on (wb.workspace_id)
-        wb.id,
-        wb.workspace_id,
-        wb.template_version_id,
-        wb.job_id,
-        wb.preset_id,
-        wb.transition,
-        wb.created_at,
-        pj.status as job_status
-    from prebuilds.workspace_builds as wb
-    inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
-    order by wb.workspace_id asc, wb.build_number desc
+workspace_latest_builds as not materialized (
+    -- Coder's view, migration 000323 (PR #17789): the latest build of each non-deleted workspace,
+    -- looked up per workspace through the (workspace_id, build_number) unique index.
+    select
+        latest_build.id,
+        latest_build.workspace_id,
+        latest_build.template_version_id,
+        latest_build.job_id,
+        latest_build.preset_id,
+        latest_build.transition,
+        latest_build.created_at,
+        latest_build.job_status
+    from prebuilds.workspaces as w
+    left join lateral (
+        select
+            wb.id,
+            wb.workspace_id,
+            wb.template_version_id,
+            wb.job_id,
+            wb.preset_id,
+            wb.transition,
+            wb.created_at,
+            pj.status as job_status
+        from prebuilds.workspace_builds as wb
+        inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
+        where wb.workspace_id = w.id
+        order by wb.build_number desc
+        limit 1
+    ) as latest_build on true
+    where not w.deleted
+    order by w.id asc
 ),
 
 workspace_prebuild_builds as (
@@ -250,19 +300,37 @@ where
 -- failures_reset_at are ignored (resume_preset), deleted workspaces too (SPEC 4.2), and ties in
 -- created_at are broken by workspace id (Coder leaves them arbitrary).
 with
-workspace_latest_builds as (
-    select distinct on (wb.workspace_id)
-        wb.id,
-        wb.workspace_id,
-        wb.template_version_id,
-        wb.job_id,
-        wb.preset_id,
-        wb.transition,
-        wb.created_at,
-        pj.status as job_status
-    from prebuilds.workspace_builds as wb
-    inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
-    order by wb.workspace_id asc, wb.build_number desc
+workspace_latest_builds as not materialized (
+    -- Coder's view, migration 000323 (PR #17789): the latest build of each non-deleted workspace,
+    -- looked up per workspace through the (workspace_id, build_number) unique index.
+    select
+        latest_build.id,
+        latest_build.workspace_id,
+        latest_build.template_version_id,
+        latest_build.job_id,
+        latest_build.preset_id,
+        latest_build.transition,
+        latest_build.created_at,
+        latest_build.job_status
+    from prebuilds.workspaces as w
+    left join lateral (
+        select
+            wb.id,
+            wb.workspace_id,
+            wb.template_version_id,
+            wb.job_id,
+            wb.preset_id,
+            wb.transition,
+            wb.created_at,
+            pj.status as job_status
+        from prebuilds.workspace_builds as wb
+        inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
+        where wb.workspace_id = w.id
+        order by wb.build_number desc
+        limit 1
+    ) as latest_build on true
+    where not w.deleted
+    order by w.id asc
 ),
 
 filtered_builds as (
@@ -331,19 +399,37 @@ group by tsb.template_version_id, tsb.preset_id, fc.num_failed, tsb.desired_inst
 -- latest start builds all failed (none when @hard_limit is 0). Same adaptations as
 -- get_presets_backoff.
 with
-workspace_latest_builds as (
-    select distinct on (wb.workspace_id)
-        wb.id,
-        wb.workspace_id,
-        wb.template_version_id,
-        wb.job_id,
-        wb.preset_id,
-        wb.transition,
-        wb.created_at,
-        pj.status as job_status
-    from prebuilds.workspace_builds as wb
-    inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
-    order by wb.workspace_id asc, wb.build_number desc
+workspace_latest_builds as not materialized (
+    -- Coder's view, migration 000323 (PR #17789): the latest build of each non-deleted workspace,
+    -- looked up per workspace through the (workspace_id, build_number) unique index.
+    select
+        latest_build.id,
+        latest_build.workspace_id,
+        latest_build.template_version_id,
+        latest_build.job_id,
+        latest_build.preset_id,
+        latest_build.transition,
+        latest_build.created_at,
+        latest_build.job_status
+    from prebuilds.workspaces as w
+    left join lateral (
+        select
+            wb.id,
+            wb.workspace_id,
+            wb.template_version_id,
+            wb.job_id,
+            wb.preset_id,
+            wb.transition,
+            wb.created_at,
+            pj.status as job_status
+        from prebuilds.workspace_builds as wb
+        inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
+        where wb.workspace_id = w.id
+        order by wb.build_number desc
+        limit 1
+    ) as latest_build on true
+    where not w.deleted
+    order by w.id asc
 ),
 
 filtered_builds as (
@@ -395,21 +481,39 @@ having count(*) = %(hard_limit)s;
 
 -- name: count_pending_prebuild_creates
 -- Not a Coder query (Coder has no max_pending_creates): prebuild start jobs pending or running in
--- the whole deployment, read only when the cap is set. Same latest-build shape.
+-- the whole deployment, read only when the cap is set. Same latest-build view.
 with
-workspace_latest_builds as (
-    select distinct on (wb.workspace_id)
-        wb.id,
-        wb.workspace_id,
-        wb.template_version_id,
-        wb.job_id,
-        wb.preset_id,
-        wb.transition,
-        wb.created_at,
-        pj.status as job_status
-    from prebuilds.workspace_builds as wb
-    inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
-    order by wb.workspace_id asc, wb.build_number desc
+workspace_latest_builds as not materialized (
+    -- Coder's view, migration 000323 (PR #17789): the latest build of each non-deleted workspace,
+    -- looked up per workspace through the (workspace_id, build_number) unique index.
+    select
+        latest_build.id,
+        latest_build.workspace_id,
+        latest_build.template_version_id,
+        latest_build.job_id,
+        latest_build.preset_id,
+        latest_build.transition,
+        latest_build.created_at,
+        latest_build.job_status
+    from prebuilds.workspaces as w
+    left join lateral (
+        select
+            wb.id,
+            wb.workspace_id,
+            wb.template_version_id,
+            wb.job_id,
+            wb.preset_id,
+            wb.transition,
+            wb.created_at,
+            pj.status as job_status
+        from prebuilds.workspace_builds as wb
+        inner join prebuilds.provisioner_jobs as pj on wb.job_id = pj.id
+        where wb.workspace_id = w.id
+        order by wb.build_number desc
+        limit 1
+    ) as latest_build on true
+    where not w.deleted
+    order by w.id asc
 ),
 
 workspace_prebuild_builds as (

@@ -71,6 +71,59 @@ def build_scenario(server_url: str, name: str, say: Callable[[str], None]) -> st
     return db
 
 
+# --- the baseline's database: Coder's indexes, not ours ----------------------------------------
+
+#: Run in the baseline's copy of a scenario database (never in ours, never by the product): the
+#: indexes Coder had on these tables when the seed issue was filed (coder/coder dump.sql of late
+#: October 2025, mapped to our names), instead of our partial indexes. Kept as they are, because
+#: Coder has an equivalent: primary keys, workspace_builds unique (workspace_id, build_number)
+#: and unique (job_id), workspaces (owner_id) where not deleted (Coder: unique (owner_id,
+#: lower(name)) where deleted = false), workspace_agents unique (job_id, name) (Coder: agents by
+#: resource_id, resources by job_id), templates unique (organization_id, name) where not
+#: deleted, template_versions unique (template_id, name), preset_schedules (preset_id).
+CODER_INDEXES = (
+    # Ours, no Coder counterpart: live prebuilds by current preset (a maintained pointer).
+    "drop index prebuilds.workspaces_live_prebuilds_idx",
+    # Ours: the provisioner queue; Coder's nearest is provisioner_jobs_started_at_idx below.
+    "drop index prebuilds.provisioner_jobs_queue_idx",
+    # Coder's idx_unique_preset_name is (name, template_version_id), ours the other way round.
+    "alter table prebuilds.presets drop constraint presets_template_version_id_name_key",
+    "create unique index coder_idx_unique_preset_name on prebuilds.presets "
+    "(name, template_version_id)",
+    # Coder's idx_workspace_builds_initiator_id (migration 000363, PR #19694, September 2025).
+    "create index coder_idx_workspace_builds_initiator_id on prebuilds.workspace_builds "
+    "(initiator_id)",
+    # Coder's workspace_template_id_idx.
+    "create index coder_workspace_template_id_idx on prebuilds.workspaces (template_id) "
+    "where not deleted",
+    # Coder's idx_provisioner_jobs_status (job_status is a stored generated column there too).
+    "create index coder_idx_provisioner_jobs_status on prebuilds.provisioner_jobs (status)",
+    # Coder's provisioner_jobs_started_at_idx.
+    "create index coder_provisioner_jobs_started_at_idx on prebuilds.provisioner_jobs "
+    "(started_at) where started_at is null",
+    "vacuum analyze",
+)
+
+
+def coder_database(server_url: str, db: str) -> str:
+    """A copy of ``db`` for the baseline, named ``<db>_coder``, with ``CODER_INDEXES`` applied;
+    returns its name. Both designs then read the same rows, each with its own schema's indexes."""
+    name = f"{db}_coder"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+        )
+        admin.execute(
+            sql.SQL("create database {} template {} strategy file_copy").format(
+                sql.Identifier(name), sql.Identifier(db)
+            )
+        )
+    with psycopg.connect(with_database(server_url, name), autocommit=True) as conn:
+        for statement in CODER_INDEXES:
+            conn.execute(sql.SQL(statement))  # constants above
+    return name
+
+
 # --- plan timing -------------------------------------------------------------------------------
 
 
@@ -81,12 +134,17 @@ class Samples:
     def add(self, seconds: float) -> None:
         self.values.append(seconds * 1000)
 
+    def add_ms(self, ms: float) -> None:
+        self.values.append(ms)
+
     @property
     def p50(self) -> float:
-        return statistics.median(self.values)
+        return statistics.median(self.values) if self.values else float("nan")
 
     @property
     def p95(self) -> float:
+        if not self.values:
+            return float("nan")
         ordered = sorted(self.values)
         return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
@@ -94,41 +152,76 @@ class Samples:
 _EXPLAIN_TIMES = re.compile(r"(Planning|Execution) Time: ([\d.]+) ms")
 
 
-def explain_ms(conn: psycopg.Connection[Any], statement: Any, params: Any = None) -> float:
-    """Server time of one statement: EXPLAIN ANALYZE's planning plus execution time."""
-    explain = sql.SQL("explain (analyze, timing off, summary) ") + (
+@dataclass
+class ServerTime:
+    """EXPLAIN ANALYZE of a read's statements, summed: the server's planning and execution."""
+
+    planning_ms: float = 0.0
+    execution_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.planning_ms + self.execution_ms
+
+    def add(self, other: ServerTime) -> None:
+        self.planning_ms += other.planning_ms
+        self.execution_ms += other.execution_ms
+
+
+def explain(conn: psycopg.Connection[Any], statement: Any, params: Any = None) -> ServerTime:
+    """Server time of one statement: EXPLAIN ANALYZE's planning and execution time (per-node
+    timing off, so the instrumentation costs little). For a statement that calls a SQL function,
+    the planning of the function's body counts in the execution time."""
+    text = sql.SQL("explain (analyze, timing off, summary) ") + (
         statement if isinstance(statement, sql.Composable) else sql.SQL(statement)
     )
-    lines = [r[0] for r in conn.execute(explain, params).fetchall()]
-    return sum(float(m[2]) for line in lines if (m := _EXPLAIN_TIMES.search(line)))
+    out = ServerTime()
+    for (line,) in conn.execute(text, params).fetchall():
+        if m := _EXPLAIN_TIMES.search(line):
+            if m[1] == "Planning":
+                out.planning_ms += float(m[2])
+            else:
+                out.execution_ms += float(m[2])
+    return out
 
 
-def prepare_plan_session(conn: psycopg.Connection[Any], jit: str | None) -> None:
-    """Both designs plan in a repeatable-read, read-only transaction; ``jit`` overrides the
-    server's setting for the session."""
-    if jit:
-        conn.execute(sql.SQL("set jit = {}").format(sql.Literal(jit)))
-        conn.commit()
+def explain_ms(conn: psycopg.Connection[Any], statement: Any, params: Any = None) -> float:
+    """Planning plus execution time of one statement (EXPLAIN ANALYZE)."""
+    return explain(conn, statement, params).total_ms
+
+
+def connect_plan(url: str, application_name: str) -> psycopg.Connection[Any]:
+    """A plan connection as the driver opens one (``cycle.connect``: no client-side prepared
+    statements) in a repeatable-read, read-only session. The baseline gets the same: Coder's
+    lib/pq sends every query unprepared (unnamed statements), so nothing is cached either."""
+    conn = psycopg.connect(
+        url,
+        application_name=application_name,
+        connect_timeout=cycle.CONNECT_TIMEOUT_S,
+        prepare_threshold=None,
+    )
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
+    return conn
 
 
-def ours_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
-    """One plan read as the driver does it (fresh connection, repeatable read, lock, read_plan):
-    client seconds, server milliseconds, actions planned."""
-    with psycopg.connect(url, application_name="bench-ours") as conn:
-        prepare_plan_session(conn, jit)
-        started = time.perf_counter()
-        with conn.transaction():
-            conn.execute(query("take_lock"), cycle.take_lock_params(cycle.Limits()))
-            plan = cycle.read_plan(conn)
-        client = time.perf_counter() - started
-        with conn.transaction():
-            server = explain_ms(conn, query("read_plan"))
-    return client, server, len(plan.actions)
+def ours_read(conn: psycopg.Connection[Any]) -> int:
+    """Our plan read exactly as ``cycle.run_cycle`` does it, in one transaction: the lock
+    statement, then ``cycle.read_plan``. Returns the number of actions."""
+    with conn.transaction():
+        conn.execute(query("take_lock"), cycle.take_lock_params(cycle.Limits()))
+        plan = cycle.read_plan(conn)
+    return len(plan.actions)
 
 
-class CapturingCursor(baseline.CountingCursor):
+def ours_server(conn: psycopg.Connection[Any]) -> ServerTime:
+    with conn.transaction():
+        out = explain(conn, query("take_lock"), cycle.take_lock_params(cycle.Limits()))
+        out.add(explain(conn, query("read_plan")))
+    return out
+
+
+class CapturingCursor(psycopg.Cursor[Any]):
     """Records the statements the baseline's snapshot sends, to replay them under EXPLAIN."""
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
@@ -138,51 +231,165 @@ class CapturingCursor(baseline.CountingCursor):
         return super().execute(query, params, **kwargs)
 
 
-def baseline_plan(url: str, jit: str | None = None) -> tuple[float, float, int]:
-    """One baseline lock + snapshot + per-preset calculation: client seconds, server ms, actions."""
-    conn = baseline.connect_counting(url, baseline.RoundTrips(), "bench-baseline")
-    conn.cursor_factory = CapturingCursor
+def baseline_read(conn: psycopg.Connection[Any], variant: baseline.Variant = "coder") -> int:
+    """One baseline lock + snapshot + per-preset calculation (Python standing in for Coder's
+    Go), in one transaction. Returns the number of actions."""
+    with conn.transaction():
+        conn.execute(baseline.query("take_lock", variant), {"key": locks.RECONCILE})
+        snapshot = baseline.read_snapshot(conn, variant=variant)
+        actions = baseline.plan(snapshot, snapshot.now)
+    return len(actions)
+
+
+def baseline_server(
+    conn: psycopg.Connection[Any], variant: baseline.Variant = "coder"
+) -> tuple[ServerTime, dict[str, ServerTime]]:
+    """EXPLAIN ANALYZE of every statement of one baseline read: the sum, and per query."""
     captured: list[tuple[Any, Any]] = []
-    with conn:
-        prepare_plan_session(conn, jit)
-        conn.captured = captured  # type: ignore[attr-defined]
-        started = time.perf_counter()
+    conn.cursor_factory = CapturingCursor
+    conn.captured = captured  # type: ignore[attr-defined]
+    try:
         with conn.transaction():
-            conn.execute(baseline.query("take_lock"), {"key": locks.RECONCILE})
-            snapshot = baseline.read_snapshot(conn)
-            actions = baseline.plan(snapshot, snapshot.now)
-        client = time.perf_counter() - started
+            conn.execute(baseline.query("take_lock", variant), {"key": locks.RECONCILE})
+            baseline.read_snapshot(conn, variant=variant)
+    finally:
         conn.captured = None  # type: ignore[attr-defined]
-        with conn.transaction():
-            server = sum(explain_ms(conn, q, p) for q, p in captured)
-    return client, server, len(actions)
+        conn.cursor_factory = psycopg.Cursor
+    names = {baseline.query(n, variant).as_string(): n for n in baseline._queries(variant)}
+    total = ServerTime()
+    per_query: dict[str, ServerTime] = {}
+    with conn.transaction():
+        for statement, params in captured:
+            text = statement.as_string() if isinstance(statement, sql.Composable) else statement
+            t = explain(conn, statement, params)
+            total.add(t)
+            per_query.setdefault(names.get(text, "?"), ServerTime()).add(t)
+    return total, per_query
+
+
+@dataclass
+class DesignResult:
+    """One design's samples in one scenario."""
+
+    warm: Samples = field(default_factory=Samples)  #: client ms, the kept connection
+    fresh: Samples = field(default_factory=Samples)  #: client ms, a new connection per cycle
+    connect: Samples = field(default_factory=Samples)  #: opening that connection
+    planning: Samples = field(default_factory=Samples)  #: server ms (EXPLAIN), warm
+    execution: Samples = field(default_factory=Samples)
+    server: Samples = field(default_factory=Samples)
+    per_query: dict[str, Samples] = field(default_factory=dict)  #: baseline: server ms per query
+    actions: int = 0
 
 
 @dataclass
 class PlanResult:
-    ours_client: Samples = field(default_factory=Samples)
-    ours_server: list[float] = field(default_factory=list)
-    base_client: Samples = field(default_factory=Samples)
-    base_server: list[float] = field(default_factory=list)
-    ours_actions: int = 0
-    base_actions: int = 0
+    ours: DesignResult = field(default_factory=DesignResult)
+    base: DesignResult = field(default_factory=DesignResult)
+    #: a fresh backend's first statement (``select 1``), client ms
+    select1_fresh: Samples = field(default_factory=Samples)
+    select1_warm: Samples = field(default_factory=Samples)
 
 
-def measure_plans(url: str, cycles: int, warmup: int = 3, jit: str | None = None) -> PlanResult:
+def _timed(fn: Callable[[], int]) -> tuple[float, int]:
+    started = time.perf_counter()
+    n = fn()
+    return time.perf_counter() - started, n
+
+
+def measure_plans(
+    ours_url: str,
+    base_url: str,
+    cycles: int,
+    *,
+    warmup: int = 3,
+    server_cycles: int = 5,
+    variant: baseline.Variant = "coder",
+) -> PlanResult:
+    """Both designs' plan reads, interleaved, after ``warmup`` rounds: per cycle, ours warm,
+    baseline warm, ours fresh, baseline fresh (each fresh read on a connection opened for it,
+    the opening timed apart), then a ``select 1`` on a fresh and on the warm connection. Then
+    ``server_cycles`` rounds of EXPLAIN ANALYZE on the warm connections, interleaved too."""
     result = PlanResult()
-    for _ in range(warmup):
-        ours_plan(url, jit)
-        baseline_plan(url, jit)
-    for _ in range(cycles):
-        client, server, n = ours_plan(url, jit)
-        result.ours_client.add(client)
-        result.ours_server.append(server)
-        result.ours_actions = n
-        client, server, n = baseline_plan(url, jit)
-        result.base_client.add(client)
-        result.base_server.append(server)
-        result.base_actions = n
+    with (
+        connect_plan(ours_url, "bench-ours") as ours_warm,
+        connect_plan(base_url, "bench-baseline") as base_warm,
+    ):
+
+        def fresh(
+            url: str, name: str, read: Callable[[psycopg.Connection[Any]], int]
+        ) -> tuple[float, float, int]:
+            started = time.perf_counter()
+            with connect_plan(url, name) as conn:
+                connected = time.perf_counter() - started
+                seconds, n = _timed(lambda: read(conn))
+            return connected, seconds, n
+
+        def base(conn: psycopg.Connection[Any]) -> int:
+            return baseline_read(conn, variant)
+
+        for _ in range(warmup):
+            ours_read(ours_warm)
+            base(base_warm)
+            fresh(ours_url, "bench-ours", ours_read)
+            fresh(base_url, "bench-baseline", base)
+        for _ in range(cycles):
+            seconds, result.ours.actions = _timed(lambda: ours_read(ours_warm))
+            result.ours.warm.add(seconds)
+            seconds, result.base.actions = _timed(lambda: base(base_warm))
+            result.base.warm.add(seconds)
+            connected, seconds, _ = fresh(ours_url, "bench-ours", ours_read)
+            result.ours.connect.add(connected)
+            result.ours.fresh.add(seconds)
+            connected, seconds, _ = fresh(base_url, "bench-baseline", base)
+            result.base.connect.add(connected)
+            result.base.fresh.add(seconds)
+            with psycopg.connect(ours_url, prepare_threshold=None, autocommit=True) as conn:
+                seconds, _ = _timed(lambda: len(conn.execute("select 1").fetchall()))
+                result.select1_fresh.add(seconds)
+            ours_warm.autocommit = True
+            seconds, _ = _timed(lambda: len(ours_warm.execute("select 1").fetchall()))
+            ours_warm.autocommit = False
+            result.select1_warm.add(seconds)
+        for _ in range(server_cycles):
+            t = ours_server(ours_warm)
+            result.ours.planning.add_ms(t.planning_ms)
+            result.ours.execution.add_ms(t.execution_ms)
+            result.ours.server.add_ms(t.total_ms)
+            t, per_query = baseline_server(base_warm, variant)
+            result.base.planning.add_ms(t.planning_ms)
+            result.base.execution.add_ms(t.execution_ms)
+            result.base.server.add_ms(t.total_ms)
+            for name, q in per_query.items():
+                result.base.per_query.setdefault(name, Samples()).add_ms(q.total_ms)
     return result
+
+
+def nested_plan(url: str) -> list[str]:
+    """Where our plan's time goes: EXPLAIN ANALYZE of every statement the read runs, nested ones
+    (the bodies of the plan functions) included, through ``auto_explain`` with
+    ``log_nested_statements`` whose LOG messages are sent to this client. Needs a superuser;
+    returns [] when auto_explain cannot be loaded."""
+    notices: list[str] = []
+    with connect_plan(url, "bench-explain") as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        try:
+            with conn.transaction():
+                conn.execute("load 'auto_explain'")
+        except psycopg.Error:
+            return []
+        for setting, value in (
+            ("auto_explain.log_min_duration", "0"),
+            ("auto_explain.log_analyze", "on"),
+            ("auto_explain.log_timing", "on"),
+            ("auto_explain.log_nested_statements", "on"),
+            ("client_min_messages", "log"),
+        ):
+            with conn.transaction():
+                conn.execute("select set_config(%s, %s, false)", (setting, value))
+        ours_read(conn)  # warm: the plan measured below is the kept connection's
+        notices.clear()
+        ours_read(conn)
+    return notices
 
 
 def jit_facts(url: str) -> tuple[bool, str]:
