@@ -96,3 +96,9 @@ def test_the_script_is_sql_only() -> None:
     """No psql meta-commands: a platform can run it with any client, statement by statement."""
     text = Path(SCRIPT).read_text()
     assert not [line for line in text.splitlines() if line.lstrip().startswith("\\")]
+
+
+def test_the_readme_shows_the_script_that_runs() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- docs/integrate.sql -->\n```sql\n", 1)[1].split("```\n", 1)[0]
+    assert block == SCRIPT.read_text().rstrip() + "\n"
