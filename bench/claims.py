@@ -32,7 +32,8 @@ still), and counts two kinds of witnesses, each one a prebuild the claim must ha
 
 A miss with any witness is a false miss. A prebuild taken by a transaction that was already
 running when the miss returned is no witness (it may well have held the lock when the claim
-looked), so the count is a lower bound; it is sound: it never counts a miss the design allows. Xids are compared as 64-bit ``xid8`` (the epoch taken from the snapshot).
+looked), so the count is a lower bound; it is sound: it never counts a miss the design allows.
+Xids are compared as 64-bit ``xid8`` (the epoch taken from the snapshot).
 
 Runs on ``DATABASE_URL`` (a superuser URL: it creates databases) or an embedded server.
 """
