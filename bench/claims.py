@@ -327,10 +327,14 @@ def run_configuration(
     finally:
         reconciler.send_signal(signal.SIGTERM)
         output, _ = reconciler.communicate(timeout=30)
-    cycles = sum(" run " in line for line in output.splitlines())
+    if reconciler.returncode not in (0, -signal.SIGTERM) or "cycle failed" in output:
+        raise RuntimeError(f"prebuilds run failed during the run:\n{output[-2000:]}")
     misses = [m for r in results for m in r.misses]
     false_misses = 0
     with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("select count(*) from prebuilds.reconciliation_runs").fetchone()
+        assert row is not None
+        cycles = int(row[0])
         for miss in misses:
             row = conn.execute(
                 WITNESS_LATER, {"preset": miss.preset, "s0": miss.s0, "x1": miss.x1}
