@@ -85,4 +85,4 @@ build as (
 
 insert into prebuilds.preset_counters as c (preset_id, created)
 select preset.id, 1 from preset
-on conflict (preset_id) do update set created = c.created + 1;
+on conflict (preset_id, shard) do update set created = c.created + 1;

@@ -1,20 +1,22 @@
 -- Internal: add one to a preset's lifetime counter, in the transaction of the event itself.
--- Creates and claims of one preset already serialise on its rows, so the counter row adds no
--- contention worth measuring.
+-- The row is the preset's shard for this backend (pg_backend_pid() % 16): claims of one preset
+-- from concurrent connections update different rows instead of queueing on one until commit
+-- (bench/claims.py measured it). Readers sum the shards.
 
 create function prebuilds.count_prebuild_event(p_preset_id uuid, p_event text)
 returns void
 language sql
 volatile
 begin atomic
-    insert into prebuilds.preset_counters as c (preset_id, created, failed, claimed)
+    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
     values (
         p_preset_id,
+        pg_backend_pid() % 16,
         (p_event = 'created')::int,
         (p_event = 'failed')::int,
         (p_event = 'claimed')::int
     )
-    on conflict (preset_id) do update
+    on conflict (preset_id, shard) do update
         set
             created = c.created + excluded.created,
             failed = c.failed + excluded.failed,
@@ -22,4 +24,5 @@ begin atomic
 end;
 
 comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset.';
+'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
+'the shard row of the calling backend.';

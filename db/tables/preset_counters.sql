@@ -1,22 +1,29 @@
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
--- and cost one row per preset to read (not a scan of build history). Incremented by
--- create_prebuild, claim_prebuild and complete_job through count_prebuild_event.
+-- and cost a few rows per preset to read (not a scan of build history). Incremented by
+-- create_prebuild, claim_prebuild and complete_job through count_prebuild_event, each into the
+-- shard of its backend: concurrent claims of one preset would otherwise queue on one row.
 
 create table prebuilds.preset_counters (
-    preset_id uuid primary key references prebuilds.presets (id) on delete cascade,
+    preset_id uuid not null references prebuilds.presets (id) on delete cascade,
     created bigint not null default 0 check (created >= 0),
     failed bigint not null default 0 check (failed >= 0),
-    claimed bigint not null default 0 check (claimed >= 0)
+    claimed bigint not null default 0 check (claimed >= 0),
+    shard smallint not null default 0 check (shard between 0 and 15),
+    primary key (preset_id, shard)
 );
 
 comment on table prebuilds.preset_counters is
-'Lifetime prebuild events per preset: the source of the prebuilds_*_total metrics.';
+'Lifetime prebuild events per preset, in up to 16 shard rows per preset (sum them): the source '
+'of the prebuilds_*_total metrics.';
 comment on column prebuilds.preset_counters.preset_id is 'The preset.';
 comment on column prebuilds.preset_counters.created is 'Prebuilds created by create_prebuild.';
 comment on column prebuilds.preset_counters.failed is
 'Prebuild start builds that completed with an error.';
 comment on column prebuilds.preset_counters.claimed is
 'Prebuilds handed to people by claim_prebuild.';
+comment on column prebuilds.preset_counters.shard is
+'pg_backend_pid() % 16 of the backends that counted into this row: spreads concurrent claims of '
+'one preset over rows. Meaningless on its own; a preset''s count is the sum over its shards.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.preset_counters
