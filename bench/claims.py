@@ -51,8 +51,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
@@ -60,6 +59,7 @@ from uuid import UUID
 import psycopg
 
 from bench.harness import create_database, drop_database
+from bench.harness import server as harness_server
 from prebuilds import migrations
 from prebuilds.simulator import SimulatedProvisioner
 
@@ -135,17 +135,6 @@ where claim.preset_id = %(preset)s
         and not bench_claims.committed_in(a.xmin, %(s0)s::pg_snapshot)
   )
 """
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    if url := os.environ.get("DATABASE_URL"):
-        yield url
-        return
-    from prebuilds.embedded import embedded_server
-
-    with embedded_server() as url:
-        yield url
 
 
 @dataclass
@@ -410,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    with server() as server_url:
+    with harness_server() as server_url:
         for line in describe_machine(server_url):
             print(line)
         template = "bench_claims_template"

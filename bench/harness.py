@@ -7,6 +7,7 @@ the ratios hold even on a noisy machine; absolute times are this machine's. See 
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import threading
@@ -28,6 +29,19 @@ from prebuilds.queries import parse, query
 from prebuilds.simulator import SimulatedProvisioner
 
 # --- databases ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def server() -> Iterator[str]:
+    """The server in DATABASE_URL (a superuser URL: benchmarks create databases), else an
+    embedded PostgreSQL 18 for the duration."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    from prebuilds.embedded import embedded_server
+
+    with embedded_server() as url:
+        yield url
 
 
 def with_database(url: str, dbname: str) -> str:

@@ -25,26 +25,14 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
 from bench import baseline, harness
+from bench.harness import server as harness_server
 from prebuilds import cycle
 from prebuilds.metrics import Metrics
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    if url := os.environ.get("DATABASE_URL"):
-        yield url
-        return
-    from prebuilds.embedded import embedded_server
-
-    with embedded_server() as url:
-        yield url
 
 
 class _Counting(baseline.CountingConnection):
@@ -67,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between cycles")
     args = parser.parse_args(argv)
 
-    with server() as server_url:
+    with harness_server() as server_url:
         db = harness.build_scenario(server_url, args.scenario, print)
         url = harness.with_database(server_url, db)
         harness.settle(url)

@@ -14,27 +14,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
 from bench.harness import create_database, drop_database
+from bench.harness import server as harness_server
 from prebuilds import migrations
 
 FIXTURES = Path(__file__).resolve().parent.parent / "sql-tests" / "fixture.sql"
-
-
-@contextmanager
-def server() -> Iterator[str]:
-    if url := os.environ.get("DATABASE_URL"):
-        yield url
-        return
-    from prebuilds.embedded import embedded_server
-
-    with embedded_server() as url:
-        yield url
 
 
 def reconcile(url: str, *extra: str) -> tuple[float, str]:
@@ -56,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--desired", type=int, default=10, help="pool size of every preset")
     args = parser.parse_args(argv)
 
-    with server() as server_url:
+    with harness_server() as server_url:
         db = "bench_locked_row"
         url = create_database(server_url, db)
         try:
