@@ -30,11 +30,11 @@ from . import __version__, migrations
 from .cycle import (
     CannotRun,
     Limits,
+    Session,
     check_schema,
     connect,
     first_line,
     plan_only,
-    run_cycle,
 )
 from .logs import LogFormat, configure, log
 from .metrics import Metrics
@@ -637,26 +637,25 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return EXIT_OK
     started = time.monotonic()
     progress = Progress.for_terminal(args)
-    try:
-        result = run_cycle(
-            url,
-            on_outcome=outcome_reporter(args.verbose, progress),
-            limits=limits(args),
-            on_plan=progress.planned,
-        )
-    finally:
-        progress.clear()
-    report_cycle(result)
-    if args.metrics_file:
-        from .loop import refresh_metrics
-
-        metrics = Metrics()
-        metrics.observe(result, time.monotonic() - started)
-        refresh_metrics(url, metrics)
+    with Session(url) as session:
         try:
-            metrics.write_textfile(args.metrics_file)
-        except OSError as exc:
-            raise CannotRun(f"cannot write metrics to {args.metrics_file}: {exc}") from exc
+            result = session.run_cycle(
+                on_outcome=outcome_reporter(args.verbose, progress),
+                limits=limits(args),
+                on_plan=progress.planned,
+            )
+        finally:
+            progress.clear()
+        report_cycle(result)
+        if args.metrics_file:
+            metrics = Metrics()
+            metrics.observe(result, time.monotonic() - started)
+            # On the cycle's plan connection, as `prebuilds run` does: no extra connection.
+            session.refresh_metrics(metrics)
+            try:
+                metrics.write_textfile(args.metrics_file)
+            except OSError as exc:
+                raise CannotRun(f"cannot write metrics to {args.metrics_file}: {exc}") from exc
     return result.exit_code
 
 
@@ -740,13 +739,7 @@ def operator_connection(args: argparse.Namespace) -> psycopg.Connection[Any]:
         bounds = limits(args)
         # The command's transaction starts with its timeouts, local to it (nothing stays on a
         # server connection that a pooler hands on).
-        conn.execute(
-            query("local_limits"),
-            {
-                "statement_timeout_ms": bounds.statement_timeout_ms,
-                "lock_timeout_ms": bounds.lock_timeout_ms,
-            },
-        )
+        conn.execute(query("local_limits"), bounds.params())
     except BaseException:
         conn.close()
         raise

@@ -93,6 +93,13 @@ class Limits:
     def statement_timeout_ms(self) -> int:
         return max(1, round(self.statement_timeout * 1000))
 
+    def params(self) -> dict[str, int]:
+        """The named parameters every query that sets the timeouts takes."""
+        return {
+            "statement_timeout_ms": self.statement_timeout_ms,
+            "lock_timeout_ms": self.lock_timeout_ms,
+        }
+
 
 #: The class every connection of a cycle is made with, and the cursor class of the two-statement
 #: writes. Benchmarks swap in subclasses that count statements and round trips; nothing else
@@ -103,6 +110,19 @@ write_cursor_class: type[psycopg.ClientCursor[Any]] = psycopg.ClientCursor
 
 class CannotRun(Exception):
     """The cycle cannot run at all (exit code 2): no database, wrong schema, bad config."""
+
+
+def schema_missing(exc: BaseException) -> CannotRun:
+    """The one wording, for every command, of "the schema is not there"."""
+    return CannotRun(f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}")
+
+
+def schema_elsewhere(revision: str | None) -> CannotRun:
+    """The one wording of "the schema is at another revision than this driver's"."""
+    return CannotRun(
+        f"the database schema is at revision {revision}, this driver needs "
+        f"{EXPECTED_REVISION}; {MIGRATE_HINT}, or upgrade the driver"
+    )
 
 
 def connect(url: str, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
@@ -135,9 +155,7 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
         with conn.cursor(row_factory=class_row(PlanRow)) as cur:
             rows = cur.execute(query("read_plan")).fetchall()
     except _SCHEMA_ERRORS as exc:
-        raise CannotRun(
-            f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
-        ) from exc
+        raise schema_missing(exc) from exc
     except (errors.QueryCanceled, errors.LockNotAvailable) as exc:
         # QueryCanceled: statement_timeout; LockNotAvailable: lock_timeout (a table locked by
         # a migration or a careless operator).
@@ -147,10 +165,7 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
     except MissingSettings as exc:
         raise CannotRun(str(exc)) from exc
     if plan.schema_revision != EXPECTED_REVISION:
-        raise CannotRun(
-            f"the database schema is at revision {plan.schema_revision}, this driver needs "
-            f"{EXPECTED_REVISION}; {MIGRATE_HINT}, or upgrade the driver"
-        )
+        raise schema_elsewhere(plan.schema_revision)
     return plan
 
 
@@ -161,16 +176,11 @@ def check_schema(conn: psycopg.Connection[Any]) -> None:
         row = conn.execute(query("schema_revision")).fetchone()
     except _SCHEMA_ERRORS as exc:
         conn.rollback()
-        raise CannotRun(
-            f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
-        ) from exc
+        raise schema_missing(exc) from exc
     conn.rollback()
     revision = row[0] if row else None
     if revision != EXPECTED_REVISION:
-        raise CannotRun(
-            f"the database schema is at revision {revision}, this driver needs "
-            f"{EXPECTED_REVISION}; {MIGRATE_HINT}, or upgrade the driver"
-        )
+        raise schema_elsewhere(revision)
 
 
 def plan_only(url: str, limits: Limits | None = None) -> Plan:
@@ -178,13 +188,7 @@ def plan_only(url: str, limits: Limits | None = None) -> Plan:
     limits = limits or Limits()
     with connect(url) as conn:
         conn.read_only = True
-        conn.execute(
-            query("local_limits"),
-            {
-                "statement_timeout_ms": limits.statement_timeout_ms,
-                "lock_timeout_ms": limits.lock_timeout_ms,
-            },
-        )
+        conn.execute(query("local_limits"), limits.params())
         plan = read_plan(conn)
         plan = replace(plan, blocked=read_blocked(conn))
         conn.rollback()
@@ -248,8 +252,7 @@ def take_lock_params(limits: Limits) -> dict[str, Any]:
     """Parameters of the ``take_lock`` query: the key and the lock transaction's local limits."""
     return {
         "key": locks.RECONCILE,
-        "statement_timeout_ms": limits.statement_timeout_ms,
-        "lock_timeout_ms": limits.lock_timeout_ms,
+        **limits.params(),
         "idle_timeout_ms": round(LOCK_IDLE_TIMEOUT_S * 1000),
     }
 
@@ -332,9 +335,7 @@ class Session:
                 return conn, conn.execute(query("take_lock"), take_lock_params(limits)).fetchone()
             except _SCHEMA_ERRORS as exc:
                 conn.rollback()
-                raise CannotRun(
-                    f"the prebuilds schema is not installed ({first_line(exc)}); {MIGRATE_HINT}"
-                ) from exc
+                raise schema_missing(exc) from exc
             except psycopg.OperationalError:
                 self._drop_connection()
                 if not reused or attempt == 2:
@@ -818,14 +819,7 @@ def write(
     """Run a two-statement write query (its timeouts, then the call) as one simple-protocol
     message, which PostgreSQL executes as one implicit transaction; returns the call's row."""
     with write_cursor_class(conn) as cur:
-        cur.execute(
-            query(name),
-            {
-                **params,
-                "statement_timeout_ms": limits.statement_timeout_ms,
-                "lock_timeout_ms": limits.lock_timeout_ms,
-            },
-        )
+        cur.execute(query(name), {**params, **limits.params()})
         cur.nextset()
         row: tuple[Any, ...] | None = cur.fetchone()
     assert row is not None

@@ -16,7 +16,7 @@ from types import FrameType
 
 import psycopg
 
-from .cycle import CannotRun, Limits, Session, connect, first_line
+from .cycle import CannotRun, Limits, Session, first_line
 from .logs import log
 from .metrics import Metrics
 from .model import CycleResult, Outcome
@@ -108,12 +108,3 @@ def one_cycle(
             metrics.observe_error()
     stop.wait(max(wait - (time.monotonic() - started), 0))
     return retry
-
-
-def refresh_metrics(url: str, metrics: Metrics) -> None:
-    """Read the database-backed metrics; a failure is logged, never fatal."""
-    try:
-        with connect(url, "prebuilds-metrics") as conn:
-            metrics.refresh(conn)
-    except (CannotRun, psycopg.Error) as exc:
-        log.warning("could not refresh metrics: %s", exc, extra={"event": "metrics_error"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -127,3 +128,18 @@ def scalar(conn: psycopg.Connection[Any], query: Any, params: Any = None) -> Any
 def system_user_id(conn: psycopg.Connection[Any]) -> UUID:
     value: UUID = scalar(conn, "select prebuilds.system_user_id()")
     return value
+
+
+def active_preset(conn: psycopg.Connection[Any], template: str, desired: int) -> UUID:
+    """A preset of a new template's active version, with a pool of ``desired`` (the SQL test
+    vocabulary's ``fixture.active_preset``)."""
+    value: UUID = scalar(conn, "select fixture.active_preset(%s, %s)", (template, desired))
+    return value
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 20, poll: float = 0.01) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)

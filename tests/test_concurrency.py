@@ -17,7 +17,8 @@ import psycopg
 from prebuilds import cycle
 from prebuilds.cycle import run_cycle
 from prebuilds.model import Outcome
-from tests.support import active_pools, overfull, run_cli, scalar, start_cli
+from tests.support import active_pools, overfull, run_cli, scalar, start_cli, wait_until
+from tests.support import active_preset as preset
 
 Conn = psycopg.Connection[Any]
 
@@ -48,11 +49,6 @@ where w.owner_id <> prebuilds.system_user_id()
 """
 
 
-def preset(conn: Conn, template: str, desired: int) -> UUID:
-    value: UUID = scalar(conn, "select fixture.active_preset(%s, %s)", (template, desired))
-    return value
-
-
 def running_prebuilds(conn: Conn, preset_id: UUID, count: int) -> list[UUID]:
     """``count`` running, ready prebuilds of a preset, one minute apart in age, oldest first."""
     rows = conn.execute(
@@ -68,13 +64,6 @@ def backend_waiting(conn: Conn, pid: int) -> bool:
         "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s", (pid,)
     ).fetchone()
     return bool(row and row[0])
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 # --- several drivers at once -----------------------------------------------------------------

@@ -12,7 +12,6 @@ import signal
 import threading
 import time
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
@@ -20,7 +19,8 @@ import pytest
 from prebuilds import cycle
 from prebuilds.cycle import CannotRun, Limits, run_cycle
 from tests.servers import PrivateDb
-from tests.support import overfull, run_cli, scalar, start_cli
+from tests.support import active_preset as preset
+from tests.support import overfull, run_cli, scalar, start_cli, wait_until
 
 Conn = psycopg.Connection[Any]
 
@@ -41,11 +41,6 @@ def slow_creates(conn: Conn, seconds: float) -> None:
     conn.execute(SLOW_CREATES.replace("%s", str(seconds)))
 
 
-def preset(conn: Conn, template: str, desired: int) -> UUID:
-    value: UUID = scalar(conn, "select fixture.active_preset(%s, %s)", (template, desired))
-    return value
-
-
 def applied(conn: Conn, run_id: int | None = None) -> int:
     count: int = scalar(
         conn,
@@ -54,13 +49,6 @@ def applied(conn: Conn, run_id: int | None = None) -> int:
         {"run": run_id},
     )
     return count
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def plan_backend(conn: Conn) -> int:
@@ -112,7 +100,7 @@ def test_killed_plan_connection_stops_the_writers_and_a_second_run_waits(
     slow_creates(conn, 0.004)
     first = start_cli("reconcile", url=db_url)
     try:
-        wait_until(lambda: applied(conn) >= 60, "the first driver to apply 60 actions")
+        wait_until(lambda: applied(conn) >= 60, "the first driver to apply 60 actions", timeout=30)
         pid = plan_backend(conn)
         assert scalar(conn, "select pg_terminate_backend(%s, 10000)", (pid,))
         killed_at = scalar(conn, "select clock_timestamp()")
@@ -154,7 +142,7 @@ def test_server_restart_mid_cycle_stops_the_first_run(private_db: PrivateDb, mod
             preset(conn, f"big-{i}", 150)
         slow_creates(conn, 0.004)
         first = start_cli("reconcile", url=url)
-        wait_until(lambda: applied(conn) >= 60, "the first driver to apply 60 actions")
+        wait_until(lambda: applied(conn) >= 60, "the first driver to apply 60 actions", timeout=30)
     seconds = private_db.server.restart(mode)
     second = start_cli("reconcile", url=url)
     out1, err1 = first.communicate(timeout=120)
@@ -275,7 +263,7 @@ def test_a_killed_driver_leaves_an_abandoned_run_with_true_counts(conn: Conn, db
         preset(conn, f"big-{i}", 100)
     slow_creates(conn, 0.004)
     proc = start_cli("reconcile", url=db_url)
-    wait_until(lambda: applied(conn) >= 40, "the driver to apply 40 actions")
+    wait_until(lambda: applied(conn) >= 40, "the driver to apply 40 actions", timeout=30)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     # The dead driver's plan connection goes when the server notices the closed socket.
@@ -289,6 +277,7 @@ def test_a_killed_driver_leaves_an_abandoned_run_with_true_counts(conn: Conn, db
             == 0
         ),
         "the dead driver's backends to go",
+        timeout=30,
     )
     done_before = applied(conn)
     result = run_cycle(db_url)
@@ -319,7 +308,7 @@ def test_write_connections_killed_one_by_one(conn: Conn, db_url: str) -> None:
 
     thread = threading.Thread(target=cycle_in_thread)
     thread.start()
-    wait_until(lambda: applied(conn) >= 20, "the cycle to start applying")
+    wait_until(lambda: applied(conn) >= 20, "the cycle to start applying", timeout=30)
     while thread.is_alive() and kills < 6:
         pids = [
             r[0]

@@ -9,19 +9,14 @@ import pty
 import subprocess
 import threading
 from typing import Any
-from uuid import UUID
 
 import psycopg
 
 from prebuilds.dbsource import REPO_ROOT
-from tests.support import CLI, cli_env, run_cli, scalar
+from tests.support import CLI, cli_env, run_cli
+from tests.support import active_preset as preset
 
 Conn = psycopg.Connection[Any]
-
-
-def preset(conn: Conn, template: str, desired: int) -> UUID:
-    value: UUID = scalar(conn, "select fixture.active_preset(%s, %s)", (template, desired))
-    return value
 
 
 def hard_limited(conn: Conn, template: str) -> None:

@@ -80,14 +80,6 @@ def provision(
     )
 
 
-def wait_until(condition: Any, what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} after {timeout} s")
-        time.sleep(0.05)
-
-
 def running_job(conn: Conn) -> UUID | None:
     row = conn.execute(
         "select id from prebuilds.provisioner_jobs where status = 'running'"
