@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -53,6 +53,7 @@ from .model import (
 from .queries import query
 
 log = logging.getLogger("prebuilds")
+T = TypeVar("T")
 
 APPLICATION_NAME = "prebuilds-reconciler"
 WRITE_APPLICATION_NAME = "prebuilds-reconciler-write"
@@ -556,21 +557,17 @@ def settle_outcomes(
     failed = [o for o in outcomes if o.outcome == "failed"]
     if not failed:
         return outcomes
-    for attempt in (1, 2):  # two tries: the connection may have been killed under us
-        try:
-            return _settle(pool, run_id, outcomes, failed)
-        except (psycopg.Error, PoolTimeout) as exc:
-            if attempt == 1:
-                time.sleep(0.2)
-                continue
-            log.error(
-                "could not log the %d failed actions of run %s: %s",
-                len(failed),
-                run_id,
-                first_line(exc),
-                extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
-            )
-    return outcomes
+    try:  # the connection may have been killed under us
+        return twice(lambda: _settle(pool, run_id, outcomes, failed), pause=0.2)
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.error(
+            "could not log the %d failed actions of run %s: %s",
+            len(failed),
+            run_id,
+            first_line(exc),
+            extra={"event": "action_log_error", "run_id": run_id, "error": first_line(exc)},
+        )
+        return outcomes
 
 
 def _settle(
@@ -599,32 +596,42 @@ def _settle(
     return settled
 
 
+def twice(write: Callable[[], T], pause: float) -> T:
+    """Bookkeeping after the actions (logs, the run's end) gets a second try after ``pause``:
+    the connection may have been killed, or the server be coming back. The second error is
+    raised."""
+    try:
+        return write()
+    except (psycopg.Error, PoolTimeout):
+        time.sleep(pause)
+        return write()
+
+
 def finish_run(
     pool: ConnectionPool[Any], run_id: int, status: str, failed: int, error: str | None
 ) -> None:
     """Record how the run ended (two tries: the server may be coming back), then prune."""
-    for attempt in (1, 2):
-        try:
-            with pool.connection() as conn:
-                conn.execute(
-                    query("finish_run"),
-                    {"run_id": run_id, "status": status, "failed": failed, "error": error},
-                )
-                row = conn.execute(query("prune_runs")).fetchone()
-                pruned = row[0] if row else 0
-                if pruned:
-                    log.debug("pruned %s runs older than settings.run_retention", pruned)
-            return
-        except (psycopg.Error, PoolTimeout) as exc:
-            if attempt == 2:
-                log.error(
-                    "could not record the end of run %s: %s (the next cycle marks it abandoned)",
-                    run_id,
-                    first_line(exc),
-                    extra={"event": "run_record_error", "run_id": run_id, "error": first_line(exc)},
-                )
-            else:
-                time.sleep(0.5)
+
+    def record() -> None:
+        with pool.connection() as conn:
+            conn.execute(
+                query("finish_run"),
+                {"run_id": run_id, "status": status, "failed": failed, "error": error},
+            )
+            row = conn.execute(query("prune_runs")).fetchone()
+            pruned = row[0] if row else 0
+            if pruned:
+                log.debug("pruned %s runs older than settings.run_retention", pruned)
+
+    try:
+        twice(record, pause=0.5)
+    except (psycopg.Error, PoolTimeout) as exc:
+        log.error(
+            "could not record the end of run %s: %s (the next cycle marks it abandoned)",
+            run_id,
+            first_line(exc),
+            extra={"event": "run_record_error", "run_id": run_id, "error": first_line(exc)},
+        )
 
 
 def action_params(run_id: int, action: PlannedAction) -> dict[str, Any]:
