@@ -2,7 +2,7 @@
 
 Pool state and the lifetime counters come from the database (``preset_state`` and
 ``preset_counters``), so they survive restarts of the driver and agree between replicas. They are
-read after each cycle, on a connection of their own once the cycle's connections are closed, and
+read after each cycle on the cycle's plan connection (no extra connection), and
 served from that snapshot: a scrape never opens a connection. In loop mode the registry is served
 over HTTP (``--metrics-port``); in cron mode it is written atomically to a file for
 node_exporter's textfile collector (``--metrics-file``).
