@@ -8,21 +8,28 @@ returns void
 language sql
 volatile
 begin atomic
-    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
+    insert into prebuilds.preset_counters as c (
+        preset_id, shard, created, failed, claimed, hung_failed, delete_retried
+    )
     values (
         p_preset_id,
         pg_backend_pid() % 16,
         (p_event = 'created')::int,
         (p_event = 'failed')::int,
-        (p_event = 'claimed')::int
+        (p_event = 'claimed')::int,
+        (p_event = 'hung_failed')::int,
+        (p_event = 'delete_retried')::int
     )
     on conflict (preset_id, shard) do update
         set
             created = c.created + excluded.created,
             failed = c.failed + excluded.failed,
-            claimed = c.claimed + excluded.claimed;
+            claimed = c.claimed + excluded.claimed,
+            hung_failed = c.hung_failed + excluded.hung_failed,
+            delete_retried = c.delete_retried + excluded.delete_retried;
 end;
 
 comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
+'Internal: increments preset_counters.<p_event> (created, failed, claimed, hung_failed or '
+'delete_retried) for a preset, in '
 'the shard row of the calling backend.';

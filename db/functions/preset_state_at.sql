@@ -24,7 +24,10 @@ returns table (
     hard_limited bool,
     blocked_reason text,
     creates_planned int,
-    schedule_note text
+    schedule_note text,
+    last_error text,
+    retrying_deletes int,
+    quarantined int
 )
 language plpgsql
 stable
@@ -57,7 +60,10 @@ begin
             pp.hard_limited,
             pp.blocked_reason,
             pp.creates,
-            pp.schedule_note
+            pp.schedule_note,
+            pp.last_error,
+            pp.retrying_deletes,
+            pp.quarantined
         from prebuilds.preset_plan_at(p_now) as pp
         order by
             pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
@@ -66,8 +72,9 @@ end;
 $$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
-'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
-'and why creates are blocked.';
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit, '
+'why creates are blocked, and the self-healing state (last error, deletes being retried, '
+'quarantined prebuilds).';
 
 -- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
 revoke execute on function prebuilds.preset_state_at(timestamptz) from public;

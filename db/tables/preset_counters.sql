@@ -1,6 +1,7 @@
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
 -- and cost a few rows per preset to read (not a scan of build history). Incremented by
--- create_prebuild, claim_prebuild and complete_job through count_prebuild_event, each into the
+-- create_prebuild, claim_prebuild, complete_job, fail_job and delete_prebuild through
+-- count_prebuild_event, each into the
 -- shard of its backend: concurrent claims of one preset would otherwise queue on one row.
 
 create table prebuilds.preset_counters (
@@ -9,6 +10,8 @@ create table prebuilds.preset_counters (
     failed bigint not null default 0 check (failed >= 0),
     claimed bigint not null default 0 check (claimed >= 0),
     shard smallint not null default 0 check (shard between 0 and 15),
+    hung_failed bigint not null default 0 check (hung_failed >= 0),
+    delete_retried bigint not null default 0 check (delete_retried >= 0),
     primary key (preset_id, shard)
 );
 
@@ -21,6 +24,10 @@ comment on column prebuilds.preset_counters.failed is
 'Prebuild start builds that completed with an error.';
 comment on column prebuilds.preset_counters.claimed is
 'Prebuilds handed to people by claim_prebuild.';
+comment on column prebuilds.preset_counters.hung_failed is
+'Prebuild jobs failed by fail_job because they hung (SPEC 5.2).';
+comment on column prebuilds.preset_counters.delete_retried is
+'Deletes queued again by delete_prebuild after a failed delete (SPEC 5.1).';
 comment on column prebuilds.preset_counters.shard is
 'pg_backend_pid() % 16 of the backends that counted into this row: spreads concurrent claims of '
 'one preset over rows. Meaningless on its own; a preset''s count is the sum over its shards.';
