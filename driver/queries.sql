@@ -165,6 +165,8 @@ select
     eligible,
     expired,
     starting,
+    retrying_deletes,
+    quarantined,
     blocked_reason
 from prebuilds.preset_state;
 
@@ -175,6 +177,8 @@ select
     coalesce(sum(c.created), 0)::bigint as created,
     coalesce(sum(c.failed), 0)::bigint as failed,
     coalesce(sum(c.claimed), 0)::bigint as claimed,
+    coalesce(sum(c.hung_failed), 0)::bigint as hung_failed,
+    coalesce(sum(c.delete_retried), 0)::bigint as delete_retried,
     (
         select extract(epoch from max(r.finished_at))::float8
         from prebuilds.reconciliation_runs as r
@@ -217,7 +221,10 @@ select
     hard_limited,
     blocked_reason,
     creates_planned,
-    schedule_note
+    schedule_note,
+    last_error,
+    retrying_deletes,
+    quarantined
 from prebuilds.preset_state
 where
     (%(organization)s::text is null or organization_name = %(organization)s)
