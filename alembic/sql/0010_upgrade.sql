@@ -1,4 +1,4 @@
--- Revision 0008. Written by hand above the marker, in sections (one per piece of work).
+-- Revision 0010. Written by hand above the marker, in sections (one per piece of work).
 
 -- >>> self-healing pools (issue 10, SPEC 5) ------------------------------------------------------
 -- The plan's functions and views change columns: dropped here, re-created below the marker.

@@ -4,19 +4,19 @@ builds cancelled on active presets, a probe build for hard-limited presets, fail
 (preset_state.last_error, retrying_deletes, quarantined; the view prebuild_failures) and cleaned
 up (settings.failed_prebuild_retention, cleanup_prebuilds).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-29
 
-Frozen SQL: alembic/sql/0008_upgrade.sql and 0008_downgrade.sql.
+Frozen SQL: alembic/sql/0010_upgrade.sql and 0010_downgrade.sql.
 """
 
 from alembic import op
 
 from prebuilds.migrations import run_frozen_sql
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -1,5 +1,5 @@
--- Downgrade of revision 0008 to 0007. Written by hand above the marker, in sections; below it,
--- the 0007 text of the objects 0008 re-created.
+-- Downgrade of revision 0010 to 0009. Written by hand above the marker, in sections; below it,
+-- the 0009 text of the objects 0010 re-created.
 
 -- >>> self-healing pools (issue 10, SPEC 5) ------------------------------------------------------
 drop view prebuilds.prebuild_failures;
