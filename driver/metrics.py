@@ -132,6 +132,19 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.wakeups = Counter(
+            "prebuilds_loop_wakeups",
+            "Times prebuilds run woke for a cycle, by reason (notification, next_change_at, "
+            "interval).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "prebuilds_loop_notifications",
+            "Notifications on prebuilds_reconcile received by prebuilds run (a burst wakes it "
+            "once).",
+            registry=self.registry,
+        )
         self.lock_busy = Gauge(
             "prebuilds_reconcile_lock_busy",
             "1 when the last cycle found another reconciler holding the lock.",
@@ -152,6 +165,10 @@ class Metrics:
         self.duration.observe(seconds)
         for outcome in result.outcomes:
             self.actions.labels(outcome.action.action, outcome.outcome).inc()
+
+    def observe_wakeup(self, reason: str, notifications: int) -> None:
+        self.wakeups.labels(reason).inc()
+        self.notifications.inc(notifications)
 
     def observe_error(self) -> None:
         self.cycles.labels("error").inc()

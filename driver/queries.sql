@@ -65,6 +65,26 @@ from (
 where not coalesce(p.deferred, false)
 order by p.seq;
 
+-- name: next_change
+-- `prebuilds run`, after a cycle, on the idle plan connection: how long until the plan changes by
+-- the clock alone (SPEC 6.1), measured on the server's clock; null when nothing is due.
+select extract(epoch from prebuilds.next_change_at(now()) - now())::float8 as seconds;
+
+-- name: listen
+-- `prebuilds run`'s own listen connection (driver/wake.py): the loop's wake-up call, and the
+-- channel of its self-test.
+listen prebuilds_reconcile;
+listen prebuilds_reconcile_probe;
+
+-- name: unlisten
+-- Before closing a listen connection whose self-test failed (a pooler may hand its server
+-- connection on).
+unlisten *;
+
+-- name: probe_notify
+-- The listen self-test, sent on the plan connection: it must arrive on the listen connection.
+select pg_notify('prebuilds_reconcile_probe', %(token)s) as sent;
+
 -- name: schema_revision
 -- Only for commands that do not read a plan (the demo's setup); cycles use read_plan.
 select version_num as schema_revision from alembic_version;
@@ -150,8 +170,11 @@ from prebuilds.acquire_job(%(worker_id)s);
 select prebuilds.heartbeat_job(%(job_id)s) as alive;
 
 -- name: prune_runs
--- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle.
-select prebuilds.prune_runs() as pruned;
+-- Retention: the oldest expired cycles (settings.run_retention) and claim counts
+-- (settings.claim_stats_retention), a bounded batch of each per cycle.
+select
+    prebuilds.prune_runs() as pruned,
+    prebuilds.prune_claim_stats() as pruned_claim_stats;
 
 -- name: metrics_presets
 select
