@@ -205,7 +205,7 @@ def test_concurrent_claims_are_all_counted_hits_and_misses(conn: Conn, db_url: s
                     )
                     with lock:
                         results.append(got)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(THREADS)]
@@ -333,7 +333,8 @@ def test_run_replaces_a_claimed_prebuild_at_once_and_coalesces_a_burst(
                     == 30
                     and count(
                         conn,
-                        "select count(*) from prebuilds.provisioner_jobs where completed_at is null",
+                        "select count(*) from prebuilds.provisioner_jobs "
+                        "where completed_at is null",
                     )
                     == 0
                 ),
