@@ -203,6 +203,23 @@ select
     ) as last_success
 from prebuilds.preset_counters as c;
 
+-- name: metrics_claims
+-- Lifetime claims per preset and result (hit, miss), summed over shards, for every preset ever
+-- claimed from; by name, as the pool gauges.
+select
+    o.name as organization_name,
+    t.name as template_name,
+    p.name as preset_name,
+    sum(c.claimed)::bigint as hits,
+    sum(c.missed)::bigint as misses
+from prebuilds.preset_counters as c
+inner join prebuilds.presets as p on c.preset_id = p.id
+inner join prebuilds.template_versions as v on p.template_version_id = v.id
+inner join prebuilds.templates as t on v.template_id = t.id
+inner join prebuilds.organizations as o on t.organization_id = o.id
+group by o.name, t.name, p.name
+having sum(c.claimed) + sum(c.missed) > 0;
+
 -- name: blocked_presets
 -- Pools whose creates are held back, for `plan` and for the summary of a cycle with no work.
 select
@@ -238,7 +255,13 @@ select
     hard_limited,
     blocked_reason,
     creates_planned,
-    schedule_note
+    schedule_note,
+    claims_last_hour,
+    misses_last_hour,
+    -- Percent of the last hour's claims that got a prebuild; null without claims.
+    round(
+        100.0 * claims_last_hour / nullif(claims_last_hour + misses_last_hour, 0), 1
+    )::float8 as hit_rate_last_hour
 from prebuilds.preset_state
 where
     (%(organization)s::text is null or organization_name = %(organization)s)

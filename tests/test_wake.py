@@ -15,7 +15,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from tests.support import scalar
+from tests.support import run_cli, scalar
 from tests.test_loop import LiveCli, count
 
 Conn = psycopg.Connection[Any]
@@ -24,7 +24,7 @@ CHANNEL = "prebuilds_reconcile"
 
 
 @contextmanager
-def listening(db_url: str) -> Iterator[Callable[[], list[str]]]:
+def listening(db_url: str) -> Iterator[Callable[..., list[str]]]:
     """A LISTEN connection; the yielded function returns the payloads that arrived so far
     (waiting up to a second for the first one, then a moment for the rest)."""
     with psycopg.connect(db_url, autocommit=True) as listener:
@@ -421,3 +421,23 @@ def test_run_keeps_cycling_and_listens_again_when_the_listen_connection_dies(
         assert scalar(conn, "select prebuilds.claim_prebuild(%s, %s, 'x')", (preset, alice))
         loop.wait_for(lambda: runs(conn) > before, "a cycle woken by the claim", timeout=5)
         assert loop.stop() == 0
+
+
+def test_status_shows_the_last_hours_claims_and_hit_rate(conn: Conn, db_url: str) -> None:
+    preset = preset_with_prebuilds(conn, "web", 3, 3)
+    alice = scalar(conn, "select fixture.user('alice')")
+    for n in range(4):  # three hits, then a miss
+        conn.execute("select prebuilds.claim_prebuild(%s, %s, %s)", (preset, alice, f"w{n}"))
+    proc = run_cli("status", "--json", url=db_url)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert (row["claims_last_hour"], row["misses_last_hour"], row["hit_rate_last_hour"]) == (
+        3,
+        1,
+        75.0,
+    )
+    text = run_cli("status", url=db_url)
+    assert text.returncode == 0, text.stderr
+    header, _rule, line = text.stdout.splitlines()[:3]
+    assert "CLAIMS_1H" in header and "MISSES_1H" in header and "HIT_RATE_1H" in header
+    assert "75%" in line.split()
