@@ -8,12 +8,13 @@ commit) to the creation of its replacement (``workspaces.created_at`` of the nex
 reconciler created for the preset: the create transaction's start, a millisecond or so before its
 commit). Same machine, same clock. Prints p50, p95, p99 and max.
 
-**Idle load.** A settled pool and nothing changing: ``prebuilds run`` for ``--idle-seconds``
-at ``--interval 60s`` (Coder's fixed tick) and at ``300s`` (the new default), one after the
-other. Counts the cycles it ran (``reconciliation_runs``) and the transactions its sessions
-committed (``pg_stat_database``, minus the benchmark's own), and projects both to an hour from
-the wake schedule: with nothing due (``next_change_at`` null) a loop wakes only every
-``--interval``.
+**Idle load.** The ``--scenario`` fleet (dogfood by default) settled and nothing changing: idle
+cycles of ``prebuilds run`` measured in process as ``python -m bench.idle`` does (its counting
+connections; server time from ``pg_stat_database.active_time``), now with the ``next_change_at``
+read each cycle ends with. Cycles per hour: 60 for a fixed one-minute tick (Coder's loop); for
+the loop woken by changes, 12 resyncs at ``--interval 300s`` plus every instant
+``next_change_at`` offers in the coming hour (walked from now: nothing changes, so each wake
+asks again from the last). Notification wakes are zero by definition here.
 
 Runs on ``DATABASE_URL`` (a superuser URL: it creates databases) or an embedded server.
 """
@@ -33,9 +34,11 @@ from typing import Any
 
 import psycopg
 
+from bench import baseline, harness, idle
 from bench.harness import create_database, drop_database, server, with_database
-from prebuilds import migrations
+from prebuilds import cycle, migrations
 from prebuilds.dbsource import REPO_ROOT
+from prebuilds.metrics import Metrics
 
 FIXTURES = REPO_ROOT / "sql-tests" / "fixture.sql"
 
@@ -150,42 +153,64 @@ def claim_to_replacement(server_url: str, claims: int, pool: int, spacing: float
         drop_database(server_url, "bench_wake_claims")
 
 
-def idle_load(server_url: str, interval: float, seconds: float) -> tuple[int, int]:
-    """(cycles, driver transactions) of ``prebuilds run --interval`` over ``seconds`` idle."""
-    name = f"bench_wake_idle_{int(interval)}"
-    url = fresh_db(server_url, name)
-    proc = None
+def idle_load(server_url: str, scenario: str, cycles: int) -> tuple[float, float, float, int]:
+    """On a settled ``scenario`` fleet, in process (bench/idle.py's counting connections):
+    median statements and server ms of one idle cycle of ``prebuilds run`` (the cycle, the
+    metrics read, and — new — the ``next_change_at`` read), the server ms of that read alone,
+    and how many instants ``next_change_at`` offers in the coming hour."""
+    db = harness.build_scenario(server_url, scenario, print)
+    url = harness.with_database(server_url, db)
+    harness.settle(url)
+    counter = baseline.RoundTrips()
+    idle._Counting.counter = counter
+    cycle.connection_class = idle._Counting
+    cycle.write_cursor_class = baseline.CountingClientCursor
+    statements: list[float] = []
+    server_ms: list[float] = []
+    change_ms: list[float] = []
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            for n in range(20):
-                preset = scalar(conn, "select fixture.active_preset(%s, 2)", (f"t{n}",))
-                conn.execute(
-                    "select fixture.prebuild(%s, now()) from generate_series(1, 2)", (preset,)
-                )
-            conn.execute("select pg_stat_force_next_flush()")
-            before = scalar(
-                conn,
-                "select xact_commit + xact_rollback from pg_stat_database "
-                "where datname = current_database()",
-            )
-            proc = start_run(url, f"{interval}s")
-            time.sleep(seconds)
-            stop_run(proc)
-            proc = None
-            time.sleep(1.0)  # backends flush their statistics when they exit
-            conn.execute("select pg_stat_clear_snapshot()")
-            after = scalar(
-                conn,
-                "select xact_commit + xact_rollback from pg_stat_database "
-                "where datname = current_database()",
-            )
-            cycles = scalar(conn, "select count(*) from prebuilds.reconciliation_runs")
-            # This connection's own statements in between: the two stats reads and the clear.
-            return cycles, after - before - 3
+        with (
+            psycopg.connect(server_url, autocommit=True) as admin,
+            cycle.Session(url) as session,
+        ):
+            metrics = Metrics()
+            session.run_cycle()  # warm the kept connections
+            session.refresh_metrics(metrics)
+            session.next_change_in()
+            for _ in range(cycles):
+                before = (counter.statements, idle.active_ms(admin, db))
+                result = session.run_cycle()
+                session.refresh_metrics(metrics)
+                time.sleep(0.6)  # the statistics collector reports with a delay
+                middle = idle.active_ms(admin, db)
+                session.next_change_in()
+                time.sleep(0.6)
+                after = (counter.statements, idle.active_ms(admin, db))
+                assert result.plan is not None and not result.plan.has_work
+                statements.append(after[0] - before[0])
+                server_ms.append(after[1] - before[1])
+                change_ms.append(after[1] - middle)
+            # The wake schedule of the coming hour, nothing changing: each instant next_change_at
+            # offers, from now on.
+            with psycopg.connect(url, autocommit=True) as conn:
+                wakes = 0
+                at = scalar(conn, "select now()")
+                end = scalar(conn, "select now() + interval '1 hour'")
+                while (at := scalar(conn, "select prebuilds.next_change_at(%s)", (at,))) and (
+                    at < end
+                ):
+                    wakes += 1
     finally:
-        if proc is not None:
-            stop_run(proc)
-        drop_database(server_url, name)
+        cycle.connection_class = psycopg.Connection
+        cycle.write_cursor_class = psycopg.ClientCursor
+        harness.drop_database(server_url, db)
+        harness.drop_database(server_url, f"{db}_coder")
+    return (
+        statistics.median(statements),
+        statistics.median(server_ms),
+        statistics.median(change_ms),
+        wakes,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,9 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claims", type=int, default=100, help="claims, one at a time")
     parser.add_argument("--pool", type=int, default=10, help="pool size of the preset")
     parser.add_argument("--spacing", type=float, default=0.3, help="seconds between claims")
-    parser.add_argument(
-        "--idle-seconds", type=float, default=65.0, help="idle run per interval (0: skip)"
-    )
+    parser.add_argument("--scenario", default="dogfood", help="idle fleet (bench/fleet.py)")
+    parser.add_argument("--idle-cycles", type=int, default=8, help="idle cycles (0: skip)")
     args = parser.parse_args(argv)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, ")
     print(f"  {platform.system()} {platform.release()}, Python {platform.python_version()}")
@@ -209,16 +233,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.spacing:g} s apart: p50 {statistics.median(ms):.0f} ms, "
             f"p95 {pct(ms, 95):.0f} ms, p99 {pct(ms, 99):.0f} ms, max {max(ms):.0f} ms"
         )
-        if args.idle_seconds > 0:
-            print(f"idle load: 20 settled pools, nothing changing, {args.idle_seconds:g} s each")
-            print("interval  cycles  driver xacts  xacts/cycle  cycles/hour  xacts/hour")
-            for interval in (60.0, 300.0):
-                cycles, xacts = idle_load(server_url, interval, args.idle_seconds)
-                per_cycle = xacts / max(cycles, 1)
-                per_hour = 3600 / interval
+        if args.idle_cycles > 0:
+            stmts, srv, change, wakes = idle_load(server_url, args.scenario, args.idle_cycles)
+            print(
+                f"idle load, {args.scenario} fleet settled, nothing changing; medians of "
+                f"{args.idle_cycles} cycles (cycle + metrics + next_change_at): {stmts:.0f} "
+                f"statements, {srv:.1f} ms server time, of which next_change_at {change:.1f} ms; "
+                f"next_change_at instants in the coming hour: {wakes}"
+            )
+            print(f"{'loop':34} {'cycles/hour':>11} {'statements/hour':>15} {'server s/hour':>13}")
+            tick_stmts = stmts - 1  # a fixed tick has no next_change_at read
+            tick_srv = srv - change
+            for name, per_hour, cycle_stmts, cycle_ms in (
+                ("fixed tick, 60 s", 60, tick_stmts, tick_srv),
+                ("woken by changes, --interval 300s", 3600 / 300 + wakes, stmts, srv),
+            ):
                 print(
-                    f"{interval:>7g}s  {cycles:>6}  {xacts:>12}  {per_cycle:>11.1f}  "
-                    f"{per_hour:>11.0f}  {per_hour * per_cycle:>10.0f}"
+                    f"{name:34} {per_hour:11.0f} {per_hour * cycle_stmts:15.0f} "
+                    f"{per_hour * cycle_ms / 1000:13.2f}"
                 )
     return 0
 
