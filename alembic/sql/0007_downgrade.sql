@@ -1,33 +1,446 @@
--- Downgrade of revision 0007 to 0006. Written by hand above the marker, in sections; below it,
--- the 0006 (or earlier) text of the objects 0007 re-created.
+-- Revision 0007, undone. Written by hand above the marker, in sections (one per piece of work).
 
--- >>> woken by changes, claims counted (issue 11, SPEC 6.1 and 6.2) ------------------------------
--- The per-minute claim counts go; the lifetime claim counts stay in preset_counters.claimed.
-drop trigger settings_notify_reconcile on prebuilds.settings;
-drop trigger preset_schedules_notify_reconcile_insert on prebuilds.preset_schedules;
-drop trigger preset_schedules_notify_reconcile_update on prebuilds.preset_schedules;
-drop trigger preset_schedules_notify_reconcile_delete on prebuilds.preset_schedules;
-drop trigger presets_notify_reconcile_insert on prebuilds.presets;
-drop trigger presets_notify_reconcile_update on prebuilds.presets;
-drop trigger templates_notify_reconcile on prebuilds.templates;
-drop function prebuilds.notify_plan_change();
+-- >>> the plan cached per connection (issue 9) ----------------------------------------------------
+drop view prebuilds.reconciliation_actions;
 drop view prebuilds.preset_state;
+drop function prebuilds.reconciliation_actions_at(timestamptz);
+drop function prebuilds.planned_actions_at(timestamptz);
 drop function prebuilds.preset_state_at(timestamptz);
-drop function prebuilds.next_change_at(timestamptz);
-drop function prebuilds.prune_claim_stats();
-drop function prebuilds.claim_prebuild(uuid, uuid, text);
-drop function prebuilds.complete_job(uuid, text);
-drop function prebuilds.count_claim(uuid, bool);
-drop function prebuilds.notify_reconcile(text);
-drop function prebuilds.count_prebuild_event(uuid, text);
-drop trigger settings_check on prebuilds.settings;
-drop function prebuilds.check_settings();
-drop table prebuilds.claim_stats;
-alter table prebuilds.preset_counters drop column missed;
-alter table prebuilds.settings drop column claim_stats_retention;
--- <<< woken by changes, claims counted -----------------------------------------------------------
+drop function prebuilds.preset_plan_at(timestamptz);
+-- <<< the plan cached per connection --------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/preset_plan_at.sql
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
+-- preset.
+-- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
+-- the live prebuilds exactly once, through this function; nothing else computes a rule.
+--
+-- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
+-- each joined by primary key to its latest build and job; active presets come from the live
+-- templates through presets' (template_version_id, name) key. Old presets and build history are
+-- never scanned.
+
+create function prebuilds.preset_plan_at(p_now timestamptz)
+returns table (
+    preset_id uuid,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    is_active bool,
+    desired int,
+    actual int,
+    eligible int,
+    expired int,
+    extraneous int,
+    starting int,
+    stopping int,
+    deleting int,
+    pending_cancelable int,
+    failures int,
+    backoff_until timestamptz,
+    hard_limited bool,
+    blocked_reason text,
+    creates_wanted int,
+    creates int,
+    creates_reason text,
+    backoff_reason text,
+    schedule_note text,
+    work prebuilds.planned_work[]
+)
+language sql
+stable
+-- JIT compilation of this plan costs far more than running it (SPEC 3).
+set jit = off
+rows 200
+begin atomic
+    with
+    cfg as (
+        select
+            s.reconciliation_paused as paused,
+            s.backoff_interval,
+            s.backoff_lookback,
+            s.failure_hard_limit,
+            s.max_pending_creates
+        from prebuilds.settings as s
+    ),
+
+    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    live as materialized (
+        select
+            w.id as workspace_id,
+            w.created_at,
+            w.current_preset_id as preset_id,
+            lb.build_number,
+            lb.transition,
+            lb.build_created_at,
+            lb.job_id,
+            lb.job_status,
+            lb.initiator_id = prebuilds.system_user_id() as by_system,
+            lb.initiator_id = prebuilds.system_user_id()
+            and lb.job_status in ('pending', 'running') as in_flight
+        from prebuilds.workspaces as w
+        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        cross join
+            lateral (
+                select
+                    b.build_number,
+                    b.transition,
+                    b.created_at as build_created_at,
+                    b.job_id,
+                    b.initiator_id,
+                    j.status as job_status
+                from prebuilds.workspace_builds as b
+                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+                where b.id = w.latest_build_id
+                offset 0  -- noqa: AM09
+            ) as lb
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+    ),
+
+    -- Presets of active template versions that have a pool (SPEC 4.1, first half).
+    pooled as (
+        select p.id as preset_id
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        where
+            not t.deleted
+            and not t.deprecated
+            and (
+                p.desired_instances is not null
+                or exists (
+                    select from prebuilds.preset_schedules as ps
+                    where ps.preset_id = p.id
+                )
+            )
+        union
+        -- Presets holding live prebuilds; the filter below keeps those with cleanup to do.
+        select distinct l.preset_id
+        from live as l
+        where l.preset_id is not null
+    ),
+
+    candidate as (
+        select
+            d.preset_id,
+            d.organization_name,
+            d.template_name,
+            d.template_version_name,
+            d.preset_name,
+            d.ttl_seconds,
+            d.last_invalidated_at,
+            d.failures_reset_at,
+            d.is_active,
+            d.is_active and (d.desired_instances is not null or hs.has_schedules) as has_pool,
+            case
+                when d.is_active then coalesce(sched.desired, d.desired_instances, 0)
+                else 0
+            end as desired,
+            sched.note as schedule_note,
+            case
+                when d.template_deleted then 'template ' || d.template_name || ' deleted'
+                when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
+                when d.active_version_name is null
+                    then 'template ' || d.template_name || ' has no active version'
+                else
+                    'outdated version ' || d.template_version_name || ' (active: '
+                    || d.active_version_name || ')'
+            end as inactive_reason
+        from pooled
+        -- One primary-key lookup per candidate. The fence (offset 0) keeps the planner from
+        -- turning it into a scan of every preset and version to hash-join a hundred rows.
+        cross join
+            lateral (
+                select
+                    p.id as preset_id,
+                    o.name as organization_name,
+                    t.name as template_name,
+                    v.name as template_version_name,
+                    p.name as preset_name,
+                    p.desired_instances,
+                    p.ttl_seconds,
+                    p.last_invalidated_at,
+                    p.failures_reset_at,
+                    p.scheduling_timezone,
+                    t.deleted as template_deleted,
+                    t.deprecated as template_deprecated,
+                    av.name as active_version_name,
+                    coalesce(
+                        t.active_version_id = p.template_version_id
+                        and not t.deleted
+                        and not t.deprecated,
+                        false
+                    ) as is_active
+                from prebuilds.presets as p
+                inner join prebuilds.template_versions as v on p.template_version_id = v.id
+                inner join prebuilds.templates as t on v.template_id = t.id
+                inner join prebuilds.organizations as o on t.organization_id = o.id
+                left join prebuilds.template_versions as av on t.active_version_id = av.id
+                where p.id = pooled.preset_id
+                offset 0  -- noqa: AM09
+            ) as d
+        cross join
+            lateral (
+                select exists(
+                    select from prebuilds.preset_schedules as s
+                    where s.preset_id = d.preset_id
+                ) as has_schedules
+            ) as hs
+        -- The schedule in force (SPEC 4.3), looked up only for active presets that have one.
+        left join lateral (
+            select
+                ps.desired,
+                ps.note
+            from prebuilds.preset_schedule_at(d.preset_id, d.scheduling_timezone, p_now) as ps
+            where d.is_active and hs.has_schedules
+            -- Keeps the condition a gate in front of the call (not a filter after it).
+            offset 0  -- noqa: AM09
+        ) as sched on true
+    ),
+
+    -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
+    classified as (
+        select
+            l.*,
+            c.is_active,
+            c.desired,
+            l.transition = 'start' and l.job_status = 'succeeded' as running,
+            l.transition = 'start' and l.job_status = 'succeeded'
+            and prebuilds.is_expired(
+                l.created_at, c.ttl_seconds, c.last_invalidated_at, p_now
+            ) as expired,
+            l.build_number = 1 and l.transition = 'start' and l.by_system
+            and l.job_status = 'pending' as queued_initial,
+            -- Failure history: latest builds that are starts, since the last reset.
+            l.transition = 'start'
+            and (c.failures_reset_at is null or l.build_created_at >= c.failures_reset_at)
+                as in_history
+        from live as l
+        inner join candidate as c on l.preset_id = c.preset_id
+    ),
+
+    ranked as (
+        select
+            cl.*,
+            coalesce(rd.ready, false) as eligible,
+            cl.job_status = 'failed'
+            and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
+            -- Oldest first among the unexpired running prebuilds: surplus deletion order.
+            row_number() over (
+                partition by cl.preset_id, cl.running and not cl.expired
+                order by cl.created_at, cl.workspace_id
+            ) as age_rank,
+            -- Most recent first among the failure history: backoff and hard-limit windows.
+            row_number() over (
+                partition by cl.preset_id, cl.in_history
+                order by cl.build_created_at desc, cl.workspace_id asc
+            ) as history_rank
+        from classified as cl
+        cross join cfg
+        -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
+        -- gate in front of the lookup, not a filter after it).
+        left join lateral (
+            select r.ready
+            from prebuilds.agent_readiness(cl.job_id) as r
+            where cl.running and not cl.expired and cl.is_active
+            offset 0  -- noqa: AM09
+        ) as rd on true
+    ),
+
+    tally as (
+        select
+            r.preset_id,
+            count(*) filter (where r.running) as actual,
+            count(*) filter (where r.expired) as expired,
+            count(*) filter (where r.eligible) as eligible,
+            count(*) filter (where r.in_flight and r.transition = 'start') as starting,
+            count(*) filter (where r.in_flight and r.transition = 'stop') as stopping,
+            count(*) filter (where r.in_flight and r.transition = 'delete') as deleting,
+            count(*) filter (where r.queued_initial and not r.is_active) as pending_cancelable,
+            count(*) filter (where r.in_history and r.recent_failure) as failures,
+            max(r.build_created_at) filter (
+                where r.in_history and r.recent_failure
+            ) as last_failure_at,
+            -- Backoff looks at the `desired` most recent builds only (SPEC 4.2).
+            bool_or(
+                r.in_history and r.recent_failure and r.history_rank <= r.desired
+            ) as failed_recently,
+            count(*) filter (
+                where r.in_history and r.job_status = 'failed'
+                and r.history_rank <= cfg.failure_hard_limit
+            ) as hard_limit_failures
+        from ranked as r
+        cross join cfg
+        group by r.preset_id
+    ),
+
+    state as (
+        select
+            c.*,
+            coalesce(tl.actual, 0)::int as actual,
+            coalesce(tl.expired, 0)::int as expired,
+            coalesce(tl.eligible, 0)::int as eligible,
+            coalesce(tl.starting, 0)::int as starting,
+            coalesce(tl.stopping, 0)::int as stopping,
+            coalesce(tl.deleting, 0)::int as deleting,
+            coalesce(tl.pending_cancelable, 0)::int as pending_cancelable,
+            coalesce(tl.failures, 0)::int as failures,
+            c.is_active
+            and cfg.failure_hard_limit > 0
+            and coalesce(tl.hard_limit_failures, 0) = cfg.failure_hard_limit as hard_limited,
+            case
+                when
+                    c.is_active and tl.failed_recently
+                    and tl.last_failure_at + tl.failures * cfg.backoff_interval > p_now
+                    then tl.last_failure_at + tl.failures * cfg.backoff_interval
+            end as backoff_until,
+            cfg.paused
+        from candidate as c
+        cross join cfg
+        left join tally as tl on c.preset_id = tl.preset_id
+        -- SPEC 4.1: a pool on an active version, or something left to clean up.
+        where c.has_pool or tl.actual > 0 or tl.pending_cancelable > 0
+    ),
+
+    wanted as (
+        select
+            st.*,
+            case
+                when st.is_active then greatest(st.actual - st.expired - st.desired, 0)
+                else 0
+            end as extraneous,
+            case
+                when st.is_active
+                    then greatest(st.desired - (st.actual - st.expired) - st.starting, 0)
+                else 0
+            end as creates_wanted
+        from state as st
+    ),
+
+    -- Creates interleaved across presets (every preset's first, then every preset's second, …)
+    -- so that a deployment-wide cap never starves a preset.
+    create_slots as (
+        select
+            wn.preset_id,
+            row_number() over (
+                order by
+                    slot.n, wn.organization_name, wn.template_name, wn.template_version_name,
+                    wn.preset_name, wn.preset_id
+            ) as global_rank
+        from wanted as wn
+        cross join lateral generate_series(1, wn.creates_wanted) as slot (n)
+        where not wn.paused and not wn.hard_limited and wn.backoff_until is null
+    ),
+
+    -- How many more prebuild start jobs may be queued; null when there is no cap.
+    create_budget as (
+        select
+            cfg.max_pending_creates - (
+                select count(*)
+                from live as l
+                where l.in_flight and l.transition = 'start'
+            ) as budget
+        from cfg
+    ),
+
+    allowed as (
+        select
+            cs.preset_id,
+            count(*) filter (
+                where cb.budget is null or cs.global_rank <= cb.budget
+            )::int as creates
+        from create_slots as cs
+        cross join create_budget as cb
+        group by cs.preset_id
+    ),
+
+    work as (
+        select
+            r.preset_id,
+            array_agg(
+                row(
+                    case when r.queued_initial then 'cancel' else 'delete' end,
+                    r.workspace_id,
+                    case
+                        when r.queued_initial
+                            then wn.inactive_reason || ': initial build still queued'
+                        when not wn.is_active then wn.inactive_reason
+                        when r.created_at < wn.last_invalidated_at
+                            then 'expired: created before invalidation at '
+                                || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                        when r.expired
+                            then 'expired: older than ttl ' || wn.ttl_seconds || 's'
+                        else
+                            'surplus: ' || (wn.actual - wn.expired) || ' running, '
+                            || wn.desired || ' desired'
+                    end
+                )::prebuilds.planned_work
+                order by r.queued_initial desc, r.expired desc, r.created_at asc, r.workspace_id asc
+            ) as work
+        from ranked as r
+        inner join wanted as wn on r.preset_id = wn.preset_id
+        where
+            not wn.paused
+            and (
+                (not wn.is_active and (r.running or r.queued_initial))
+                or (wn.is_active and r.expired)
+                or (
+                    wn.is_active and r.running and not r.expired
+                    and r.age_rank <= wn.extraneous
+                )
+            )
+        group by r.preset_id
+    )
+
+    select
+        wn.preset_id,
+        wn.organization_name,
+        wn.template_name,
+        wn.template_version_name,
+        wn.preset_name,
+        wn.is_active,
+        wn.desired,
+        wn.actual,
+        wn.eligible,
+        wn.expired,
+        wn.extraneous,
+        wn.starting,
+        wn.stopping,
+        wn.deleting,
+        wn.pending_cancelable,
+        wn.failures,
+        wn.backoff_until,
+        wn.hard_limited,
+        case
+            when wn.paused then 'paused'
+            when wn.creates_wanted = 0 then null
+            when wn.hard_limited then 'hard_limited'
+            when wn.backoff_until is not null then 'backoff'
+            when coalesce(a.creates, 0) < wn.creates_wanted then 'capped'
+        end as blocked_reason,
+        wn.creates_wanted,
+        coalesce(a.creates, 0) as creates,
+        'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
+        || ' starting, ' || wn.desired || ' desired' as creates_reason,
+        case
+            when wn.backoff_until is not null
+                then 'backoff: ' || wn.failures || ' failed build(s) in the last '
+                    || (select cfg.backoff_lookback from cfg)::text || ', creates wait until '
+                    || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
+        end as backoff_reason,
+        wn.schedule_note,
+        coalesce(wk.work, '{}') as work
+    from wanted as wn
+    left join allowed as a on wn.preset_id = a.preset_id
+    left join work as wk on wn.preset_id = wk.preset_id;
+end;
+
+comment on function prebuilds.preset_plan_at(timestamptz) is
+'Internal: the reconciliation state and planned work of every preset under consideration at '
+'p_now. Read it through preset_state_at and reconciliation_actions_at.';
 
 -- >>> db/functions/preset_state_at.sql
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
@@ -101,6 +514,132 @@ revoke execute on function prebuilds.preset_state_at(timestamptz) from public;
 grant execute on function prebuilds.preset_state_at(timestamptz)
 to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
 
+-- >>> db/functions/reconciliation_actions_at.sql
+-- The plan: every unit of work at p_now, in the order to apply it (SPEC 3, 4.4).
+-- Cancels and deletes first, then creates interleaved across presets, then informational backoff
+-- rows. Actions past settings.max_actions_per_cycle are `deferred`: the next cycles take them.
+-- The driver reads it through the view reconciliation_actions; tests call it directly.
+
+create function prebuilds.reconciliation_actions_at(p_now timestamptz)
+returns table (
+    seq int,
+    preset_id uuid,
+    action text,
+    workspace_id uuid,
+    reason text,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    backoff_until timestamptz,
+    deferred bool
+)
+language sql
+stable
+security definer
+set search_path = ''
+set jit = off
+rows 100
+begin atomic
+    with
+    plan as materialized (
+        select pp.* from prebuilds.preset_plan_at(p_now) as pp
+    ),
+
+    items as (
+        select
+            1 as phase,
+            w.ordinality as n,
+            pl.preset_id,
+            w.action,
+            w.workspace_id,
+            w.reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null::timestamptz as backoff_until
+        from plan as pl
+        cross join lateral unnest(pl.work) with ordinality as w (action, workspace_id, reason)
+        union all
+        select
+            2 as phase,
+            slot.n,
+            pl.preset_id,
+            'create' as action,
+            null as workspace_id,
+            pl.creates_reason as reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null as backoff_until
+        from plan as pl
+        cross join lateral generate_series(1, pl.creates) as slot (n)
+        union all
+        select
+            3 as phase,
+            1 as n,
+            pl.preset_id,
+            'backoff' as action,
+            null as workspace_id,
+            pl.backoff_reason as reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            pl.backoff_until
+        from plan as pl
+        where pl.blocked_reason = 'backoff'
+    ),
+
+    numbered as (
+        select
+            it.*,
+            (
+                row_number() over (
+                    order by
+                        it.phase,
+                        -- Creates are interleaved: every preset's first, then every second, …
+                        case when it.phase = 2 then it.n end,
+                        it.organization_name, it.template_name, it.template_version_name,
+                        it.preset_name, it.preset_id, it.n
+                )
+            )::int as seq
+        from items as it
+    )
+
+    select
+        nb.seq,
+        nb.preset_id,
+        nb.action,
+        nb.workspace_id,
+        nb.reason,
+        nb.organization_name,
+        nb.template_name,
+        nb.template_version_name,
+        nb.preset_name,
+        nb.backoff_until,
+        -- Work comes before the backoff notes, so its seq is its rank among the work.
+        coalesce(
+            nb.phase < 3
+            and nb.seq > (select s.max_actions_per_cycle from prebuilds.settings as s),
+            false
+        ) as deferred
+    from numbered as nb
+    order by nb.seq;
+end;
+
+comment on function prebuilds.reconciliation_actions_at(timestamptz) is
+'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
+'across presets) and informational backoff rows; deferred marks work past '
+'settings.max_actions_per_cycle, left for later cycles.';
+
+-- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
+revoke execute on function prebuilds.reconciliation_actions_at(timestamptz) from public;
+grant execute on function prebuilds.reconciliation_actions_at(timestamptz)
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
+
 -- >>> db/views/preset_state.sql
 -- The state of every preset under consideration, now. For operators in psql and `prebuilds status`.
 
@@ -169,228 +708,48 @@ comment on column prebuilds.preset_state.schedule_note is
 grant select on prebuilds.preset_state
 to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
 
--- >>> db/functions/count_prebuild_event.sql
--- Internal: add one to a preset's lifetime counter, in the transaction of the event itself.
--- The row is the preset's shard for this backend (pg_backend_pid() % 16): claims of one preset
--- from concurrent connections update different rows instead of queueing on one until commit
--- (bench/claims.py measured it). Readers sum the shards.
+-- >>> db/views/reconciliation_actions.sql
+-- What the next reconciliation cycle will do, now, and why. The driver's one read goes here.
 
-create function prebuilds.count_prebuild_event(p_preset_id uuid, p_event text)
-returns void
-language sql
-volatile
-begin atomic
-    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
-    values (
-        p_preset_id,
-        pg_backend_pid() % 16,
-        (p_event = 'created')::int,
-        (p_event = 'failed')::int,
-        (p_event = 'claimed')::int
-    )
-    on conflict (preset_id, shard) do update
-        set
-            created = c.created + excluded.created,
-            failed = c.failed + excluded.failed,
-            claimed = c.claimed + excluded.claimed;
-end;
+create view prebuilds.reconciliation_actions as
+select
+    ra.seq,
+    ra.preset_id,
+    ra.action,
+    ra.workspace_id,
+    ra.reason,
+    ra.organization_name,
+    ra.template_name,
+    ra.template_version_name,
+    ra.preset_name,
+    ra.backoff_until,
+    ra.deferred
+from prebuilds.reconciliation_actions_at(now()) as ra;
 
-comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
-'the shard row of the calling backend.';
+comment on view prebuilds.reconciliation_actions is
+'The plan of the next reconciliation cycle: one row per unit of work in the order the driver '
+'applies it. Empty while paused.';
+comment on column prebuilds.reconciliation_actions.seq is 'Position in the plan, from 1.';
+comment on column prebuilds.reconciliation_actions.preset_id is 'Preset the action is for.';
+comment on column prebuilds.reconciliation_actions.action is
+'cancel (queued build of an inactive preset), delete (running prebuild), create (one new '
+'prebuild) or backoff (informational: creates held back).';
+comment on column prebuilds.reconciliation_actions.workspace_id is
+'Workspace to cancel or delete; null for create and backoff.';
+comment on column prebuilds.reconciliation_actions.reason is 'Why, in words.';
+comment on column prebuilds.reconciliation_actions.organization_name is
+'Organization of the template.';
+comment on column prebuilds.reconciliation_actions.template_name is 'Template name.';
+comment on column prebuilds.reconciliation_actions.template_version_name is
+'Version of the preset.';
+comment on column prebuilds.reconciliation_actions.preset_name is 'Preset name.';
+comment on column prebuilds.reconciliation_actions.backoff_until is
+'For backoff rows: when creates may resume.';
+comment on column prebuilds.reconciliation_actions.deferred is
+'Past settings.max_actions_per_cycle: this cycle leaves it for the next ones.';
 
--- >>> db/functions/claim_prebuild.sql
--- Hand an eligible prebuild to a person (SPEC 4.5). Called by the platform when a user creates a
--- workspace from a preset. Takes the oldest eligible prebuild with `skip locked`: a prebuild
--- being deleted is locked by delete_prebuild and skipped, so a claimed workspace is never deleted.
-
-create function prebuilds.claim_prebuild(p_preset_id uuid, p_owner_id uuid, p_name text)
-returns uuid
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-    v_workspace_id uuid;
-    v_version_id uuid;
-begin
-    if p_owner_id = prebuilds.system_user_id() then
-        raise exception 'claim_prebuild: the system user cannot claim a prebuild'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if coalesce(p_name, '') = '' then
-        raise exception 'claim_prebuild: workspace name must not be empty'
-            using errcode = 'invalid_parameter_value';
-    end if;
-    if not exists (select from prebuilds.users as u where u.id = p_owner_id) then
-        raise exception 'claim_prebuild: no user with id %', p_owner_id
-            using errcode = 'foreign_key_violation';
-    end if;
-
-    select w.id, b.template_version_id into v_workspace_id, v_version_id
-    from prebuilds.workspaces as w
-    join prebuilds.workspace_builds as b on b.id = w.latest_build_id
-    join prebuilds.provisioner_jobs as j on j.id = b.job_id
-    join prebuilds.presets as p on p.id = w.current_preset_id
-    join prebuilds.templates as t on t.active_version_id = p.template_version_id
-    where w.current_preset_id = p_preset_id
-      and w.owner_id = prebuilds.system_user_id()
-      and not w.deleted
-      and not t.deleted
-      and not t.deprecated
-      and b.transition = 'start'
-      and j.status = 'succeeded'
-      and not prebuilds.is_expired(w.created_at, p.ttl_seconds, p.last_invalidated_at, now())
-      and prebuilds.agents_ready(b.job_id)
-    order by w.created_at, w.id
-    limit 1
-    for update of w skip locked;
-    if not found then
-        return null;
-    end if;
-
-    update prebuilds.workspaces
-    set owner_id = p_owner_id, name = p_name
-    where id = v_workspace_id;
-
-    -- Initiated by the new owner: provisioners serve it first, and it never counts as a
-    -- prebuild starting.
-    perform prebuilds.queue_build(v_workspace_id, v_version_id, p_preset_id, 'start', p_owner_id);
-    perform prebuilds.count_prebuild_event(p_preset_id, 'claimed');
-    return v_workspace_id;
-end;
-$$;
-
-comment on function prebuilds.claim_prebuild(uuid, uuid, text) is
-'Gives the oldest eligible prebuild of a preset to p_owner_id under the name p_name and queues '
-'its start build; returns the workspace id, or null when none is eligible.';
-
-revoke execute on function prebuilds.claim_prebuild(uuid, uuid, text) from public;
-grant execute on function prebuilds.claim_prebuild(uuid, uuid, text) to prebuilds_platform;
-
--- >>> db/functions/complete_job.sql
--- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
--- deleted, which removes it from the live prebuilds. Used by the simulated provisioner and tests.
-
-create function prebuilds.complete_job(p_job_id uuid, p_error text default null)
-returns bool
-language plpgsql
-set search_path = ''
-as $$
-declare
-    v_status text;
-    v_workspace_id uuid;
-    v_transition text;
-    v_preset_id uuid;
-    v_initiator_id uuid;
-begin
-    update prebuilds.provisioner_jobs as j
-    set completed_at = now(), error = nullif(p_error, '')
-    where j.id = p_job_id and j.completed_at is null and j.started_at is not null
-    returning j.status into v_status;
-    if not found then
-        if not exists (select from prebuilds.provisioner_jobs as j where j.id = p_job_id) then
-            raise exception 'complete_job: no provisioner job with id %', p_job_id
-                using errcode = 'no_data_found';
-        end if;
-        return false;  -- already completed, or never started
-    end if;
-
-    select b.workspace_id, b.transition, b.preset_id, b.initiator_id
-    into v_workspace_id, v_transition, v_preset_id, v_initiator_id
-    from prebuilds.workspace_builds as b
-    where b.job_id = p_job_id;
-    if v_status = 'succeeded' and v_transition = 'delete' then
-        update prebuilds.workspaces set deleted = true where id = v_workspace_id;
-    elsif v_status = 'failed' and v_transition = 'start' and v_preset_id is not null
-          and v_initiator_id = prebuilds.system_user_id() then
-        perform prebuilds.count_prebuild_event(v_preset_id, 'failed');
-    end if;
-    return true;
-end;
-$$;
-
-comment on function prebuilds.complete_job(uuid, text) is
-'Completes a started job, failed when p_error is given; a successful delete marks the workspace '
-'deleted. False when the job was already completed or never started.';
-
--- >>> db/functions/check_settings.sql
--- Trigger function: the settings row is checked when written, with a message that names the
--- setting and its rule (the CHECK constraints stay as the backstop). Called by the trigger
--- settings_check.
-
-create function prebuilds.check_settings()
-returns trigger
-language plpgsql
-set search_path = ''
-as $$
-declare
-    v_problem text;
-begin
-    if new.backoff_interval <= interval '0' then
-        v_problem := format('backoff_interval must be positive (got %s)', new.backoff_interval);
-    elsif new.backoff_lookback <= interval '0' then
-        v_problem := format('backoff_lookback must be positive (got %s)', new.backoff_lookback);
-    elsif new.failure_hard_limit < 0 then
-        v_problem := format(
-            'failure_hard_limit must be 0 (disabled) or more (got %s)', new.failure_hard_limit
-        );
-    elsif new.max_pending_creates not between 1 and 100000 then
-        v_problem := format(
-            'max_pending_creates must be between 1 and 100000, or null for no cap (got %s)',
-            new.max_pending_creates
-        );
-    elsif new.run_retention < interval '1 hour' then
-        v_problem := format('run_retention must be at least 1 hour (got %s)', new.run_retention);
-    elsif new.max_actions_per_cycle not between 1 and 100000 then
-        v_problem := format(
-            'max_actions_per_cycle must be between 1 and 100000 (got %s)',
-            new.max_actions_per_cycle
-        );
-    end if;
-    if v_problem is not null then
-        raise exception 'invalid setting: %', v_problem
-            using errcode = 'check_violation', table = 'settings', schema = 'prebuilds';
-    end if;
-    return new;
-end;
-$$;
-
-comment on function prebuilds.check_settings() is
-'Trigger: rejects a settings value that breaks its rule, with a message naming the setting.';
-
--- >>> db/triggers/settings_check.sql
--- Settings are validated when written, with messages naming the setting (issue 7).
-
-create trigger settings_check
-before insert or update on prebuilds.settings
-for each row execute function prebuilds.check_settings();
-
-comment on trigger settings_check on prebuilds.settings is
-'Rejects a settings value that breaks its rule, with a message naming the setting.';
-
--- >>> db/grants/provisioner.sql
--- What the role prebuilds_provisioner may call (SPEC 7): acquire jobs, complete them, report
--- agent lifecycle (heartbeat_job joins them with SPEC 5.2). Kept apart from the functions' own
--- files, whose bodies change with the provisioner work: these statements hold for any body.
-
-alter function prebuilds.acquire_job(text) security definer set search_path = '';
-revoke execute on function prebuilds.acquire_job(text) from public;
-grant execute on function prebuilds.acquire_job(text) to prebuilds_provisioner;
-
-alter function prebuilds.complete_job(uuid, text) security definer set search_path = '';
-revoke execute on function prebuilds.complete_job(uuid, text) from public;
-grant execute on function prebuilds.complete_job(uuid, text) to prebuilds_provisioner;
-
-alter function prebuilds.report_agent_lifecycle(uuid, text, text)
-security definer set search_path = '';
-revoke execute on function prebuilds.report_agent_lifecycle(uuid, text, text) from public;
-grant execute on function prebuilds.report_agent_lifecycle(uuid, text, text)
-to prebuilds_provisioner;
-
-alter function prebuilds.heartbeat_job(uuid) security definer set search_path = '';
-revoke execute on function prebuilds.heartbeat_job(uuid) from public;
-grant execute on function prebuilds.heartbeat_job(uuid) to prebuilds_provisioner;
+grant select on prebuilds.reconciliation_actions
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
 
 -- >>> db/grants/public.sql
 -- Nothing in schema prebuilds is callable by PUBLIC (SPEC 7): a role calls exactly the
