@@ -72,6 +72,11 @@ order by p.seq;
 -- the clock alone (SPEC 6.1), measured on the server's clock; null when nothing is due.
 select extract(epoch from prebuilds.next_change_at(now()) - now())::float8 as seconds;
 
+-- name: wait_for_claims
+-- `prebuilds run`, before each cycle's plan transaction, in a transaction of its own on the plan
+-- connection: the claims in flight end first (see prebuilds.notify_claim).
+select prebuilds.wait_for_claims(%(timeout_ms)s) as waited;
+
 -- name: listen
 -- `prebuilds run`'s own listen connection (driver/wake.py): the loop's wake-up call, and the
 -- channel of its self-test.

@@ -18,6 +18,8 @@ drop function prebuilds.prune_claim_stats();
 drop function prebuilds.claim_prebuild(uuid, uuid, text);
 drop function prebuilds.complete_job(uuid, text);
 drop function prebuilds.count_claim(uuid, bool);
+drop function prebuilds.notify_claim(text);
+drop function prebuilds.wait_for_claims(int);
 drop function prebuilds.notify_reconcile(text);
 drop function prebuilds.count_prebuild_event(uuid, text);
 drop trigger settings_check on prebuilds.settings;
