@@ -134,7 +134,12 @@ begin atomic
         inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
         cross join
             lateral (
-                select prebuilds.local_time(p_now, p.scheduling_timezone) as local_now
+                select
+                    prebuilds.local_time(p_now, p.scheduling_timezone) as local_now,
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
+                    ) as desired_now
             ) as z
         cross join
             lateral (
@@ -150,10 +155,7 @@ begin atomic
                     (
                         select s.desired
                         from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
-                    ) is distinct from (
-                        select s.desired
-                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
-                    )
+                    ) is distinct from z.desired_now
                 order by g.n
                 limit 1
             ) as nxt
@@ -164,8 +166,9 @@ begin atomic
             and z.local_now is not null
             and exists (select from prebuilds.preset_schedules as ps where ps.preset_id = p.id)
 
-    -- SPEC 5 rules add their branches here, one each: a failed delete's retry instant, a
-    -- hung job's timeouts (heartbeat, pending), a hard-limited preset's cooldown end.
+    -- SPEC 5 rules add their branches here, each one more set of candidate instants: a failed
+    -- delete's retry instant, a hung job's timeouts (heartbeat, pending), a hard-limited
+    -- preset's cooldown end.
     ) as c
     where c.at > p_now;
 end;
