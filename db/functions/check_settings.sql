@@ -30,6 +30,10 @@ begin
             'max_actions_per_cycle must be between 1 and 100000 (got %s)',
             new.max_actions_per_cycle
         );
+    elsif new.claim_stats_retention < interval '1 hour' then
+        v_problem := format(
+            'claim_stats_retention must be at least 1 hour (got %s)', new.claim_stats_retention
+        );
     end if;
     if v_problem is not null then
         raise exception 'invalid setting: %', v_problem

@@ -13,7 +13,9 @@ create table prebuilds.settings (
     run_retention interval not null default '30 days'
     check (run_retention >= interval '1 hour'),
     max_actions_per_cycle int not null default 1000
-    check (max_actions_per_cycle between 1 and 100000)
+    check (max_actions_per_cycle between 1 and 100000),
+    claim_stats_retention interval not null default '7 days'
+    check (claim_stats_retention >= interval '1 hour')
 );
 
 comment on table prebuilds.settings is
@@ -34,6 +36,8 @@ comment on column prebuilds.settings.run_retention is
 comment on column prebuilds.settings.max_actions_per_cycle is
 'A cycle applies at most this many actions (cancels, deletes, creates); the rest wait for the '
 'next cycle, so no plan holds the lock for long.';
+comment on column prebuilds.settings.claim_stats_retention is
+'claim_stats buckets older than this are pruned by the driver.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.settings

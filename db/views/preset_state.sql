@@ -22,7 +22,9 @@ select
     ps.hard_limited,
     ps.blocked_reason,
     ps.creates_planned,
-    ps.schedule_note
+    ps.schedule_note,
+    ps.claims_last_hour,
+    ps.misses_last_hour
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
@@ -61,6 +63,11 @@ comment on column prebuilds.preset_state.creates_planned is 'Creates the next cy
 comment on column prebuilds.preset_state.schedule_note is
 'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
 'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+
+comment on column prebuilds.preset_state.claims_last_hour is
+'Claims that got a prebuild in the last hour (claim_stats hits).';
+comment on column prebuilds.preset_state.misses_last_hour is
+'Claims that found no eligible prebuild in the last hour (claim_stats misses).';
 
 grant select on prebuilds.preset_state
 to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
