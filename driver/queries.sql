@@ -256,6 +256,8 @@ select
     blocked_reason,
     creates_planned,
     schedule_note,
+    demand,
+    desired_reason,
     claims_last_hour,
     misses_last_hour,
     -- Percent of the last hour's claims that got a prebuild; null without claims.
