@@ -153,8 +153,7 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
     """The cycle's only read. Raises CannotRun when the schema is missing or at another revision,
     or when the settings row is gone."""
     try:
-        with conn.cursor(row_factory=class_row(PlanRow)) as cur:
-            rows = cur.execute(query("read_plan")).fetchall()
+        rows: list[PlanRow] = conn.execute(query("read_plan")).fetchall()
     except _SCHEMA_ERRORS as exc:
         raise schema_missing(exc) from exc
     except (errors.QueryCanceled, errors.LockNotAvailable) as exc:
@@ -335,6 +334,27 @@ class Session:
             log.debug("reading next_change_at: %s", first_line(exc))
             return None
         return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+    def wait_for_claims(self, timeout: float) -> bool:
+        """Before a loop's cycle: wait (at most ``timeout`` seconds) until the claims in flight
+        have ended, in a transaction of its own on the plan connection, so the cycle's snapshot
+        sees every claim whose notification another claim sent (``prebuilds.notify_claim``).
+        False when the wait timed out or failed: the caller cycles again shortly."""
+        try:
+            conn = self._connection()
+            row = conn.execute(
+                query("wait_for_claims"), {"timeout_ms": max(1, round(timeout * 1000))}
+            ).fetchone()
+            conn.rollback()
+        except (CannotRun, psycopg.Error) as exc:
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            elif self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.rollback()
+            log.debug("waiting for claims in flight: %s", first_line(exc))
+            return False
+        return bool(row and row[0])
 
     def send_probe(self, token: str) -> bool:
         """The listen self-test's notification (driver/wake.py), sent and committed on the

@@ -30,6 +30,11 @@ from .wake import Listener
 FIRST_RETRY_S = 1.0
 #: Added to next_change_at's delay, so that the cycle's now() is past the change.
 CHANGE_MARGIN_S = 0.005
+#: How long a cycle waits for the claims in flight (prebuilds.wait_for_claims); new claims queue
+#: behind the wait, so it is kept short. When it is not enough the next cycle follows after
+#: CLAIMS_RETRY_S.
+CLAIMS_WAIT_S = 0.1
+CLAIMS_RETRY_S = 0.25
 
 
 class StopFlag:
@@ -73,10 +78,14 @@ def run_loop(
         while not stop.is_set() and (max_cycles is None or cycles < max_cycles):
             cycles += 1
             started = time.monotonic()
+            # Claims in flight first: their notification may have been left to another claim.
+            claims_seen = session.wait_for_claims(CLAIMS_WAIT_S)
             ok, retry, wait = one_cycle(
                 session, interval, retry, metrics, report, on_outcome, stop, limits
             )
             deadline, reason = started + wait, "interval"
+            if ok and not claims_seen:
+                deadline, reason = time.monotonic() + CLAIMS_RETRY_S, "claims_in_flight"
             if ok and (change := session.next_change_in()) is not None:
                 at = time.monotonic() + change + CHANGE_MARGIN_S
                 if at < deadline:

@@ -154,14 +154,14 @@ class Metrics:
             registry=self.registry,
         )
         self.wakeups = Counter(
-            "prebuilds_loop_wakeups",
+            "prebuilds_reconcile_wakeups",
             "Times prebuilds run woke for a cycle, by reason (notification, next_change_at, "
             "interval).",
             ["reason"],
             registry=self.registry,
         )
         self.notifications = Counter(
-            "prebuilds_loop_notifications",
+            "prebuilds_reconcile_notifications",
             "Notifications on prebuilds_reconcile received by prebuilds run (a burst wakes it "
             "once).",
             registry=self.registry,

@@ -27,6 +27,8 @@ select 1 as alive;
 -- The cycle's only read: schema revision, settings and every planned action, one statement.
 -- One row even when the plan is empty (then the action columns are null). Actions past
 -- settings.max_actions_per_cycle are counted, not read: later cycles apply them.
+-- Read by position (driver/model.py: Plan.from_rows): the four header columns, then
+-- PlannedAction's fields in their order.
 select
     p.paused,
     p.schema_revision,
@@ -69,6 +71,11 @@ order by p.seq;
 -- `prebuilds run`, after a cycle, on the idle plan connection: how long until the plan changes by
 -- the clock alone (SPEC 6.1), measured on the server's clock; null when nothing is due.
 select extract(epoch from prebuilds.next_change_at(now()) - now())::float8 as seconds;
+
+-- name: wait_for_claims
+-- `prebuilds run`, before each cycle's plan transaction, in a transaction of its own on the plan
+-- connection: the claims in flight end first (see prebuilds.notify_claim).
+select prebuilds.wait_for_claims(%(timeout_ms)s) as waited;
 
 -- name: listen
 -- `prebuilds run`'s own listen connection (driver/wake.py): the loop's wake-up call, and the

@@ -44,6 +44,7 @@ FUNCTIONS = {
         "log_actions(bigint,jsonb)",
         "prune_runs()",
         "prune_claim_stats()",
+        "wait_for_claims(integer)",
     },
     "prebuilds_platform": {
         *READ,

@@ -441,3 +441,89 @@ def test_status_shows_the_last_hours_claims_and_hit_rate(conn: Conn, db_url: str
     header, _rule, line = text.stdout.splitlines()[:3]
     assert "CLAIMS_1H" in header and "MISSES_1H" in header and "HIT_RATE_1H" in header
     assert "75%" in line.split()
+
+
+def test_claims_in_flight_notify_once_and_a_cycle_waits_for_them(conn: Conn, db_url: str) -> None:
+    """One claim in flight at a time notifies (a NOTIFY serialises commits database-wide): a
+    claim committed while another holds the notifier key sends nothing, the other's commit
+    notifies for both, and wait_for_claims (run before each loop cycle) waits for every claim
+    in flight, so the cycle that notification starts sees both."""
+    preset = preset_with_prebuilds(conn, "web", 3, 3)
+    alice = scalar(conn, "select fixture.user('alice')")
+    with (
+        listening(db_url) as received,
+        psycopg.connect(db_url) as first,
+        psycopg.connect(db_url, autocommit=True) as loop,
+    ):
+        assert scalar(first, "select prebuilds.claim_prebuild(%s, %s, 'a')", (preset, alice))
+        # `first` is in flight (not committed): another claim commits without notifying.
+        assert scalar(conn, "select prebuilds.claim_prebuild(%s, %s, 'b')", (preset, alice))
+        assert received(0.3) == []
+        # A cycle's wait times out while a claim is in flight.
+        assert scalar(loop, "select prebuilds.wait_for_claims(50)") is False
+        first.commit()
+        assert received() == [f"claim {preset} hit"]
+        assert scalar(loop, "select prebuilds.wait_for_claims(50)") is True
+
+
+def test_run_replaces_every_claim_of_concurrent_claimers(conn: Conn, db_url: str) -> None:
+    """Concurrent claimers, most of whose claims leave the notification to another one: with
+    --interval 300s every claimed prebuild is still replaced within seconds."""
+    pool = 40
+    preset = preset_with_prebuilds(conn, "web", pool, pool)
+    users = [scalar(conn, "select fixture.user(%s)", (f"u{i}",)) for i in range(THREADS)]
+    stop = threading.Event()
+    provisioner = threading.Thread(target=refill, args=(conn, stop), daemon=True)
+    provisioner.start()
+    live = (
+        "select count(*) from prebuilds.workspaces "
+        "where owner_id = prebuilds.system_user_id() and not deleted"
+    )
+    try:
+        with LiveCli("run", "--interval", "300s", url=db_url) as loop:
+            loop.wait_for_line(loop.stdout, "listening on prebuilds_reconcile")
+            loop.wait_for(lambda: runs(conn) >= 1, "the first cycle")
+            barrier = threading.Barrier(THREADS)
+            errors: list[BaseException] = []
+
+            def claimer(i: int) -> None:
+                try:
+                    with psycopg.connect(db_url, autocommit=True) as c:
+                        barrier.wait()
+                        for n in range(5):
+                            c.execute(
+                                "select prebuilds.claim_prebuild(%s, %s, %s)",
+                                (preset, users[i], f"c{i}-{n}"),
+                            )
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=claimer, args=(i,)) for i in range(THREADS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            claimed = count(
+                conn,
+                "select count(*) from prebuilds.workspaces "
+                "where owner_id <> prebuilds.system_user_id()",
+            )
+            assert claimed > 0
+            loop.wait_for(
+                lambda: (
+                    count(conn, live) == pool
+                    and count(
+                        conn,
+                        "select count(*) from prebuilds.provisioner_jobs "
+                        "where completed_at is null",
+                    )
+                    == 0
+                ),
+                "every claim replaced",
+                timeout=10,
+            )
+            assert loop.stop() == 0
+    finally:
+        stop.set()
+        provisioner.join(5)

@@ -2,7 +2,8 @@
 -- workspace from a preset. Takes the oldest eligible prebuild with `skip locked`: a prebuild
 -- being deleted is locked by delete_prebuild and skipped, so a claimed workspace is never deleted.
 -- Every call is counted in claim_stats, a hit or a miss (SPEC 6.2), and notifies the reconciler
--- loops at commit (SPEC 6.1): the pool lost a prebuild, or demand grew.
+-- loops at commit (SPEC 6.1): the pool lost a prebuild, or demand grew (notify_claim: one
+-- claim in flight at a time notifies for all).
 
 create function prebuilds.claim_prebuild(p_preset_id uuid, p_owner_id uuid, p_name text)
 returns uuid
@@ -52,7 +53,7 @@ begin
         end if;
         -- A miss is counted (SPEC 6.2) and wakes the loops too: demand sizing reads misses.
         perform prebuilds.count_claim(p_preset_id, false);
-        perform prebuilds.notify_reconcile('claim ' || p_preset_id || ' miss');
+        perform prebuilds.notify_claim('claim ' || p_preset_id || ' miss');
         return null;
     end if;
 
@@ -64,7 +65,7 @@ begin
     -- prebuild starting.
     perform prebuilds.queue_build(v_workspace_id, v_version_id, p_preset_id, 'start', p_owner_id);
     perform prebuilds.count_claim(p_preset_id, true);
-    perform prebuilds.notify_reconcile('claim ' || p_preset_id || ' hit');
+    perform prebuilds.notify_claim('claim ' || p_preset_id || ' hit');
     return v_workspace_id;
 end;
 $$;

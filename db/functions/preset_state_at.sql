@@ -1,6 +1,7 @@
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
--- Operators read it through the view preset_state; tests call it with fixed instants. The plan
--- columns come from preset_plan_at; the claim counts from claim_stats.
+-- Operators read it through the view preset_state; tests call it with fixed instants.
+-- PL/pgSQL for its cached plan, with preset_plan_at inlined (see reconciliation_actions_at).
+-- The plan columns come from preset_plan_at; the claim counts from claim_stats.
 
 create function prebuilds.preset_state_at(p_now timestamptz)
 returns table (
@@ -30,56 +31,60 @@ returns table (
     claims_last_hour int,
     misses_last_hour int
 )
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 set jit = off
+set plan_cache_mode = force_generic_plan
 rows 200
-begin atomic
-    select
-        pp.preset_id,
-        pp.organization_name,
-        pp.template_name,
-        pp.template_version_name,
-        pp.preset_name,
-        pp.is_active,
-        pp.desired,
-        pp.actual,
-        pp.eligible,
-        pp.expired,
-        pp.extraneous,
-        pp.starting,
-        pp.stopping,
-        pp.deleting,
-        pp.pending_cancelable,
-        pp.failures,
-        pp.backoff_until,
-        pp.hard_limited,
-        pp.blocked_reason,
-        pp.creates,
-        pp.schedule_note,
-        pp.demand,
-        pp.desired_reason,
-        cs.hits,
-        cs.misses
-    from prebuilds.preset_plan_at(p_now) as pp
-    -- Claims in the hour before p_now (SPEC 6.2): the minute buckets that started in it, found
-    -- through claim_stats' primary key.
-    cross join lateral (
+as $$
+begin
+    return query
         select
-            coalesce(sum(c.hits), 0)::int as hits,
-            coalesce(sum(c.misses), 0)::int as misses
-        from prebuilds.claim_stats as c
-        where
-            c.preset_id = pp.preset_id
-            and c.bucket > p_now - interval '1 hour'
-            and c.bucket <= p_now
-    ) as cs
-    order by
-        pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
-        pp.preset_id;
+            pp.preset_id,
+            pp.organization_name,
+            pp.template_name,
+            pp.template_version_name,
+            pp.preset_name,
+            pp.is_active,
+            pp.desired,
+            pp.actual,
+            pp.eligible,
+            pp.expired,
+            pp.extraneous,
+            pp.starting,
+            pp.stopping,
+            pp.deleting,
+            pp.pending_cancelable,
+            pp.failures,
+            pp.backoff_until,
+            pp.hard_limited,
+            pp.blocked_reason,
+            pp.creates,
+            pp.schedule_note,
+            pp.demand,
+            pp.desired_reason,
+            cs.hits,
+            cs.misses
+        from prebuilds.preset_plan_at(p_now) as pp
+        -- Claims in the hour before p_now (SPEC 6.2): the minute buckets that started in it,
+        -- found through claim_stats' primary key.
+        cross join lateral (
+            select
+                coalesce(sum(c.hits), 0)::int as hits,
+                coalesce(sum(c.misses), 0)::int as misses
+            from prebuilds.claim_stats as c
+            where
+                c.preset_id = pp.preset_id
+                and c.bucket > p_now - interval '1 hour'
+                and c.bucket <= p_now
+        ) as cs
+        order by
+            pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
+            pp.preset_id;
 end;
+$$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
 'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
