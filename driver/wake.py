@@ -172,6 +172,19 @@ class Listener:
                 return payloads
         return []
 
+    def drain(self) -> list[str]:
+        """The notifications that arrived already, without waiting."""
+        if self._conn is None:
+            return []
+        try:
+            payloads = [n.payload for n in self._conn.notifies(timeout=0) if n.channel == CHANNEL]
+        except psycopg.Error as exc:
+            self.close()
+            self._fail(f"the listen connection broke: {first_line(exc)}")
+            return []
+        self.notifications += len(payloads)
+        return payloads
+
     def _read(self, timeout: float) -> list[str]:
         """Notifications within ``timeout``; once one arrived, the rest of its burst."""
         assert self._conn is not None

@@ -26,5 +26,5 @@ begin atomic
 end;
 
 comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed, claimed or missed) for a preset, in '
-'the shard row of the calling backend.';
+'Internal: increments preset_counters.<p_event> (created, failed, claimed or missed) for a '
+'preset, in the shard row of the calling backend.';

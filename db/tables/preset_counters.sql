@@ -1,7 +1,8 @@
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
 -- and cost a few rows per preset to read (not a scan of build history). Incremented by
--- create_prebuild, claim_prebuild (claims and misses) and complete_job through count_prebuild_event, each into the
--- shard of its backend: concurrent claims of one preset would otherwise queue on one row.
+-- create_prebuild, claim_prebuild (claims and misses) and complete_job through
+-- count_prebuild_event, each into the shard of its backend: concurrent claims of one preset would
+-- otherwise queue on one row.
 
 create table prebuilds.preset_counters (
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,

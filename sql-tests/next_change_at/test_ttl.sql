@@ -28,7 +28,7 @@ select is(
 select is(
     (
         select ps.expired from prebuilds.preset_state_at('2025-06-02 11:00:00.000001Z') as ps
-        join ids on ps.preset_id = ids.ttl_preset
+        inner join ids on ps.preset_id = ids.ttl_preset
     ),
     1,
     'and the plan sees it expired at that instant'
