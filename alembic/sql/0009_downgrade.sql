@@ -16,6 +16,7 @@ drop trigger presets_check_pool on prebuilds.presets;
 drop function prebuilds.check_preset_pool();
 drop trigger settings_check on prebuilds.settings;
 drop function prebuilds.check_settings();
+drop function prebuilds.next_change_at(timestamptz);
 drop function prebuilds.pool_size_at(uuid, int, int, int, text, bool, timestamptz);
 drop function prebuilds.short_interval(interval);
 drop index prebuilds.workspace_builds_prebuild_starts_idx;
@@ -505,10 +506,11 @@ begin atomic
         -- Backoff (SPEC 4.2): it ends at last failure + failures × backoff_interval, and the
         -- count drops when the oldest counted failure leaves backoff_lookback. The same failures
         -- preset_plan_at counts: failed latest start builds of live prebuilds, since the reset.
-        select unnest(array[
-            f.last_failure_at + f.failures * f.backoff_interval,
-            f.first_failure_at + f.backoff_lookback
-        ]) as at
+        select
+            unnest(array[
+                f.last_failure_at + f.failures * f.backoff_interval,
+                f.first_failure_at + f.backoff_lookback
+            ]) as at
         from (
             select
                 max(b.created_at) as last_failure_at,
@@ -538,29 +540,33 @@ begin atomic
         select nxt.at
         from prebuilds.templates as t
         inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
-        cross join lateral (
-            select prebuilds.local_time(p_now, p.scheduling_timezone) as local_now
-        ) as z
-        cross join lateral (
-            select
-                h.at
-            from generate_series(1, 48) as g (n)
-            cross join lateral (
+        cross join
+            lateral (
                 select
-                    (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
-                    at time zone p.scheduling_timezone as at
-            ) as h
-            where
-                (
-                    select s.desired
-                    from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
-                ) is distinct from (
-                    select s.desired
-                    from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
-                )
-            order by g.n
-            limit 1
-        ) as nxt
+                    prebuilds.local_time(p_now, p.scheduling_timezone) as local_now,
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
+                    ) as desired_now
+            ) as z
+        cross join
+            lateral (
+                select h.at
+                from generate_series(1, 48) as g (n)
+                cross join
+                    lateral (
+                        select
+                            (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
+                            at time zone p.scheduling_timezone as at
+                    ) as h
+                where
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
+                    ) is distinct from z.desired_now
+                order by g.n
+                limit 1
+            ) as nxt
         where
             not t.deleted
             and not t.deprecated
@@ -568,8 +574,9 @@ begin atomic
             and z.local_now is not null
             and exists (select from prebuilds.preset_schedules as ps where ps.preset_id = p.id)
 
-        -- SPEC 5 rules add their branches here, one each: a failed delete's retry instant, a
-        -- hung job's timeouts (heartbeat, pending), a hard-limited preset's cooldown end.
+    -- SPEC 5 rules add their branches here, each one more set of candidate instants: a failed
+    -- delete's retry instant, a hung job's timeouts (heartbeat, pending), a hard-limited
+    -- preset's cooldown end.
     ) as c
     where c.at > p_now;
 end;

@@ -16,6 +16,7 @@ drop trigger presets_check_pool on prebuilds.presets;
 drop function prebuilds.check_preset_pool();
 drop trigger settings_check on prebuilds.settings;
 drop function prebuilds.check_settings();
+drop function prebuilds.next_change_at(timestamptz);
 
 alter table prebuilds.presets
 add column min_instances int check (min_instances between 0 and 10000),
@@ -690,10 +691,11 @@ begin atomic
         -- Backoff (SPEC 4.2): it ends at last failure + failures × backoff_interval, and the
         -- count drops when the oldest counted failure leaves backoff_lookback. The same failures
         -- preset_plan_at counts: failed latest start builds of live prebuilds, since the reset.
-        select unnest(array[
-            f.last_failure_at + f.failures * f.backoff_interval,
-            f.first_failure_at + f.backoff_lookback
-        ]) as at
+        select
+            unnest(array[
+                f.last_failure_at + f.failures * f.backoff_interval,
+                f.first_failure_at + f.backoff_lookback
+            ]) as at
         from (
             select
                 max(b.created_at) as last_failure_at,
@@ -723,29 +725,33 @@ begin atomic
         select nxt.at
         from prebuilds.templates as t
         inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
-        cross join lateral (
-            select prebuilds.local_time(p_now, p.scheduling_timezone) as local_now
-        ) as z
-        cross join lateral (
-            select
-                h.at
-            from generate_series(1, 48) as g (n)
-            cross join lateral (
+        cross join
+            lateral (
                 select
-                    (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
-                    at time zone p.scheduling_timezone as at
-            ) as h
-            where
-                (
-                    select s.desired
-                    from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
-                ) is distinct from (
-                    select s.desired
-                    from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
-                )
-            order by g.n
-            limit 1
-        ) as nxt
+                    prebuilds.local_time(p_now, p.scheduling_timezone) as local_now,
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
+                    ) as desired_now
+            ) as z
+        cross join
+            lateral (
+                select h.at
+                from generate_series(1, 48) as g (n)
+                cross join
+                    lateral (
+                        select
+                            (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
+                            at time zone p.scheduling_timezone as at
+                    ) as h
+                where
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
+                    ) is distinct from z.desired_now
+                order by g.n
+                limit 1
+            ) as nxt
         where
             not t.deleted
             and not t.deprecated
@@ -758,33 +764,35 @@ begin atomic
         -- Demand (SPEC 6.3): a demand-sized preset's demand changes when its oldest counted claim
         -- bucket leaves demand_window, and its build time when its oldest counted build leaves
         -- the 24 hours (pool_size_at counts the same rows, through the same keys).
-        select unnest(array[
-            (
-                select min(cs.bucket)
-                from prebuilds.claim_stats as cs
-                where
-                    cs.preset_id = p.id
-                    and cs.bucket > p_now - s.demand_window
-                    and cs.bucket <= p_now
-            ) + s.demand_window,
-            (
-                select min(wb.created_at)
-                from prebuilds.workspace_builds as wb
-                where
-                    wb.preset_id = p.id
-                    and wb.transition = 'start'
-                    and wb.initiator_id = prebuilds.system_user_id()
-                    and wb.created_at > p_now - interval '24 hours'
-                    and wb.created_at <= p_now
-            ) + interval '24 hours'
-        ]) as at
+        select
+            unnest(array[
+                (
+                    select min(cs.bucket)
+                    from prebuilds.claim_stats as cs
+                    where
+                        cs.preset_id = p.id
+                        and cs.bucket > p_now - s.demand_window
+                        and cs.bucket <= p_now
+                ) + s.demand_window,
+                (
+                    select min(wb.created_at)
+                    from prebuilds.workspace_builds as wb
+                    where
+                        wb.preset_id = p.id
+                        and wb.transition = 'start'
+                        and wb.initiator_id = prebuilds.system_user_id()
+                        and wb.created_at > p_now - interval '24 hours'
+                        and wb.created_at <= p_now
+                ) + interval '24 hours'
+            ]) as at
         from prebuilds.templates as t
         inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
         cross join prebuilds.settings as s
         where not t.deleted and not t.deprecated and p.max_instances is not null
 
-        -- SPEC 5 rules add their branches here, one each: a failed delete's retry instant, a
-        -- hung job's timeouts (heartbeat, pending), a hard-limited preset's cooldown end.
+    -- SPEC 5 rules add their branches here, each one more set of candidate instants: a failed
+    -- delete's retry instant, a hung job's timeouts (heartbeat, pending), a hard-limited
+    -- preset's cooldown end.
     ) as c
     where c.at > p_now;
 end;
