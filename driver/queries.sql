@@ -265,6 +265,8 @@ select
     schedule_note,
     claims_last_hour,
     misses_last_hour,
+    demand,
+    desired_reason,
     -- Percent of the last hour's claims that got a prebuild; null without claims.
     round(
         100.0 * claims_last_hour / nullif(claims_last_hour + misses_last_hour, 0), 1

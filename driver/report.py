@@ -104,6 +104,7 @@ STATUS_COLUMNS = (
     ("blocked_reason", "BLOCKED"),
     ("is_active", "ACTIVE"),
     ("desired", "DESIRED"),
+    ("demand", "DEMAND"),
     ("actual", "RUNNING"),
     ("eligible", "ELIGIBLE"),
     ("expired", "EXPIRED"),
@@ -118,6 +119,7 @@ STATUS_COLUMNS = (
     ("misses_last_hour", "MISSES_1H"),
     ("hit_rate_last_hour", "HIT_RATE_1H"),
     ("schedule_note", "SCHEDULE"),
+    ("desired_reason", "WHY_DESIRED"),
 )
 
 _RED, _YELLOW, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[0m"

@@ -103,6 +103,37 @@ begin atomic
             and z.local_now is not null
             and exists (select from prebuilds.preset_schedules as ps where ps.preset_id = p.id)
 
+        union all
+
+        -- Demand (SPEC 6.3): a demand-sized preset's demand changes when its oldest counted claim
+        -- bucket leaves demand_window, and its build time when its oldest counted build leaves
+        -- the 24 hours (pool_size_at counts the same rows, through the same keys).
+        select
+            unnest(array[
+                (
+                    select min(cs.bucket)
+                    from prebuilds.claim_stats as cs
+                    where
+                        cs.preset_id = p.id
+                        and cs.bucket > p_now - s.demand_window
+                        and cs.bucket <= p_now
+                ) + s.demand_window,
+                (
+                    select min(wb.created_at)
+                    from prebuilds.workspace_builds as wb
+                    where
+                        wb.preset_id = p.id
+                        and wb.transition = 'start'
+                        and wb.initiator_id = prebuilds.system_user_id()
+                        and wb.created_at > p_now - interval '24 hours'
+                        and wb.created_at <= p_now
+                ) + interval '24 hours'
+            ]) as at
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        cross join prebuilds.settings as s
+        where not t.deleted and not t.deprecated and p.max_instances is not null
+
     -- SPEC 5 rules add their branches here, each one more set of candidate instants: a failed
     -- delete's retry instant, a hung job's timeouts (heartbeat, pending), a hard-limited
     -- preset's cooldown end.
@@ -112,7 +143,8 @@ end;
 
 comment on function prebuilds.next_change_at(timestamptz) is
 'The earliest instant after p_now at which the plan changes with no write (a TTL expiry, the '
-'end of a backoff, a schedule boundary); null when none is known. prebuilds run wakes then.';
+'end of a backoff, a schedule boundary, claims or builds leaving the demand windows); null when '
+'none is known. prebuilds run wakes then.';
 
 revoke execute on function prebuilds.next_change_at(timestamptz) from public;
 grant execute on function prebuilds.next_change_at(timestamptz)

@@ -26,6 +26,8 @@ returns table (
     blocked_reason text,
     creates_planned int,
     schedule_note text,
+    demand int,
+    desired_reason text,
     claims_last_hour int,
     misses_last_hour int
 )
@@ -61,6 +63,8 @@ begin
             pp.blocked_reason,
             pp.creates,
             pp.schedule_note,
+            pp.demand,
+            pp.desired_reason,
             cs.hits,
             cs.misses
         from prebuilds.preset_plan_at(p_now) as pp
