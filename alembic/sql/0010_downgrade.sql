@@ -14,6 +14,7 @@ drop function prebuilds.fail_job(uuid);
 drop function prebuilds.delete_prebuild(uuid);
 drop function prebuilds.cancel_prebuild(uuid);
 drop function prebuilds.complete_job(uuid, text);
+drop function prebuilds.count_claim(uuid, bool);
 drop function prebuilds.count_prebuild_event(uuid, text);
 drop function prebuilds.delete_retry_at(timestamptz, int, interval);
 drop function prebuilds.describe_age(interval);
@@ -125,6 +126,8 @@ returns table (
     creates_reason text,
     backoff_reason text,
     schedule_note text,
+    demand int,
+    desired_reason text,
     work prebuilds.planned_work[]
 )
 language sql
@@ -193,6 +196,7 @@ begin atomic
             and not t.deprecated
             and (
                 p.desired_instances is not null
+                or p.max_instances is not null
                 or exists (
                     select from prebuilds.preset_schedules as ps
                     where ps.preset_id = p.id
@@ -216,12 +220,14 @@ begin atomic
             d.last_invalidated_at,
             d.failures_reset_at,
             d.is_active,
-            d.is_active and (d.desired_instances is not null or hs.has_schedules) as has_pool,
-            case
-                when d.is_active then coalesce(sched.desired, d.desired_instances, 0)
-                else 0
-            end as desired,
-            sched.note as schedule_note,
+            d.is_active
+            and (
+                d.desired_instances is not null or d.max_instances is not null or hs.has_schedules
+            ) as has_pool,
+            case when d.is_active then size.desired else 0 end as desired,
+            size.schedule_note,
+            size.demand,
+            size.desired_reason as size_reason,
             case
                 when d.template_deleted then 'template ' || d.template_name || ' deleted'
                 when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
@@ -243,6 +249,8 @@ begin atomic
                     v.name as template_version_name,
                     p.name as preset_name,
                     p.desired_instances,
+                    p.min_instances,
+                    p.max_instances,
                     p.ttl_seconds,
                     p.last_invalidated_at,
                     p.failures_reset_at,
@@ -271,16 +279,21 @@ begin atomic
                     where s.preset_id = d.preset_id
                 ) as has_schedules
             ) as hs
-        -- The schedule in force (SPEC 4.3), looked up only for active presets that have one.
+        -- The pool's size (SPEC 4.2, 4.3, 6.3), computed only for active presets.
         left join lateral (
             select
                 ps.desired,
-                ps.note
-            from prebuilds.preset_schedule_at(d.preset_id, d.scheduling_timezone, p_now) as ps
-            where d.is_active and hs.has_schedules
+                ps.demand,
+                ps.desired_reason,
+                ps.schedule_note
+            from prebuilds.pool_size_at(
+                    d.preset_id, d.desired_instances, d.min_instances, d.max_instances,
+                    d.scheduling_timezone, hs.has_schedules, p_now
+                ) as ps
+            where d.is_active
             -- Keeps the condition a gate in front of the call (not a filter after it).
             offset 0  -- noqa: AM09
-        ) as sched on true
+        ) as size on true
     ),
 
     -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
@@ -514,6 +527,11 @@ begin atomic
                     || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
         end as backoff_reason,
         wn.schedule_note,
+        wn.demand,
+        case
+            when wn.is_active then wn.size_reason
+            else 'inactive: ' || wn.inactive_reason
+        end as desired_reason,
         coalesce(wk.work, '{}') as work
     from wanted as wn
     left join allowed as a on wn.preset_id = a.preset_id
@@ -528,6 +546,7 @@ comment on function prebuilds.preset_plan_at(timestamptz) is
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
 -- Operators read it through the view preset_state; tests call it with fixed instants.
 -- PL/pgSQL for its cached plan, with preset_plan_at inlined (see reconciliation_actions_at).
+-- The plan columns come from preset_plan_at; the claim counts from claim_stats.
 
 create function prebuilds.preset_state_at(p_now timestamptz)
 returns table (
@@ -551,7 +570,11 @@ returns table (
     hard_limited bool,
     blocked_reason text,
     creates_planned int,
-    schedule_note text
+    schedule_note text,
+    demand int,
+    desired_reason text,
+    claims_last_hour int,
+    misses_last_hour int
 )
 language plpgsql
 stable
@@ -584,8 +607,24 @@ begin
             pp.hard_limited,
             pp.blocked_reason,
             pp.creates,
-            pp.schedule_note
+            pp.schedule_note,
+            pp.demand,
+            pp.desired_reason,
+            cs.hits,
+            cs.misses
         from prebuilds.preset_plan_at(p_now) as pp
+        -- Claims in the hour before p_now (SPEC 6.2): the minute buckets that started in it,
+        -- found through claim_stats' primary key.
+        cross join lateral (
+            select
+                coalesce(sum(c.hits), 0)::int as hits,
+                coalesce(sum(c.misses), 0)::int as misses
+            from prebuilds.claim_stats as c
+            where
+                c.preset_id = pp.preset_id
+                and c.bucket > p_now - interval '1 hour'
+                and c.bucket <= p_now
+        ) as cs
         order by
             pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
             pp.preset_id;
@@ -594,7 +633,7 @@ $$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
 'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
-'and why creates are blocked.';
+'and why creates are blocked; claims and misses in the last hour.';
 
 -- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
 revoke execute on function prebuilds.preset_state_at(timestamptz) from public;
@@ -743,7 +782,11 @@ select
     ps.hard_limited,
     ps.blocked_reason,
     ps.creates_planned,
-    ps.schedule_note
+    ps.schedule_note,
+    ps.claims_last_hour,
+    ps.misses_last_hour,
+    ps.demand,
+    ps.desired_reason
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
@@ -756,7 +799,8 @@ comment on column prebuilds.preset_state.template_version_name is 'Version the p
 comment on column prebuilds.preset_state.preset_name is 'Preset name.';
 comment on column prebuilds.preset_state.is_active is
 'Version is the template''s active one and the template is neither deleted nor deprecated.';
-comment on column prebuilds.preset_state.desired is 'Pool size wanted now; 0 when inactive.';
+comment on column prebuilds.preset_state.desired is
+'Pool size wanted now (desired_reason says why); 0 when inactive.';
 comment on column prebuilds.preset_state.actual is
 'Running prebuilds: latest build a succeeded start, counted in this preset.';
 comment on column prebuilds.preset_state.eligible is
@@ -782,6 +826,17 @@ comment on column prebuilds.preset_state.creates_planned is 'Creates the next cy
 comment on column prebuilds.preset_state.schedule_note is
 'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
 'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+
+comment on column prebuilds.preset_state.claims_last_hour is
+'Claims that got a prebuild in the last hour (claim_stats hits).';
+comment on column prebuilds.preset_state.misses_last_hour is
+'Claims that found no eligible prebuild in the last hour (claim_stats misses).';
+comment on column prebuilds.preset_state.demand is
+'Demand-sized presets (max_instances set): ceil(claims in settings.demand_window × median build '
+'time / window), the claims expected while a replacement builds; null otherwise.';
+comment on column prebuilds.preset_state.desired_reason is
+'Why desired is what it is: desired_instances, the schedule in force, or the demand sentence '
+'(claims × build time = demand, min, max); inactive presets say why they are inactive.';
 
 grant select on prebuilds.preset_state
 to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
@@ -840,24 +895,57 @@ returns void
 language sql
 volatile
 begin atomic
-    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
+    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed, missed)
     values (
         p_preset_id,
         pg_backend_pid() % 16,
         (p_event = 'created')::int,
         (p_event = 'failed')::int,
-        (p_event = 'claimed')::int
+        (p_event = 'claimed')::int,
+        (p_event = 'missed')::int
     )
     on conflict (preset_id, shard) do update
         set
             created = c.created + excluded.created,
             failed = c.failed + excluded.failed,
-            claimed = c.claimed + excluded.claimed;
+            claimed = c.claimed + excluded.claimed,
+            missed = c.missed + excluded.missed;
 end;
 
 comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
-'the shard row of the calling backend.';
+'Internal: increments preset_counters.<p_event> (created, failed, claimed or missed) for a '
+'preset, in the shard row of the calling backend.';
+
+-- >>> db/functions/count_claim.sql
+-- Internal: record one call of claim_prebuild (SPEC 6.2), in the claim's own transaction: its
+-- minute in claim_stats and the preset's lifetime counter (claimed or missed), each in the shard
+-- row of the calling backend, so concurrent claims of one preset never queue on one row.
+
+create function prebuilds.count_claim(p_preset_id uuid, p_hit bool)
+returns void
+language sql
+volatile
+begin atomic
+    insert into prebuilds.claim_stats as c (preset_id, bucket, shard, hits, misses)
+    values (
+        p_preset_id,
+        date_trunc('minute', now()),
+        pg_backend_pid() % 16,
+        p_hit::int,
+        (not p_hit)::int
+    )
+    on conflict (preset_id, bucket, shard) do update
+        set
+            hits = c.hits + excluded.hits,
+            misses = c.misses + excluded.misses;
+    select prebuilds.count_prebuild_event(
+        p_preset_id, case when p_hit then 'claimed' else 'missed' end
+    );
+end;
+
+comment on function prebuilds.count_claim(uuid, bool) is
+'Internal: counts a claim (p_hit) or a miss of a preset in claim_stats (this minute) and in '
+'preset_counters (lifetime), in the shard rows of the calling backend.';
 
 -- >>> db/functions/delete_prebuild.sql
 -- Apply a `delete` action: queue a delete build for a running prebuild (SPEC 4.5).
@@ -983,6 +1071,7 @@ comment on function prebuilds.cancel_prebuild(uuid) is
 -- >>> db/functions/complete_job.sql
 -- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
 -- deleted, which removes it from the live prebuilds. Used by the simulated provisioner and tests.
+-- The completion of a prebuild's or a claim's job notifies the reconciler loops (SPEC 6.1).
 
 create function prebuilds.complete_job(p_job_id uuid, p_error text default null)
 returns bool
@@ -1017,6 +1106,11 @@ begin
     elsif v_status = 'failed' and v_transition = 'start' and v_preset_id is not null
           and v_initiator_id = prebuilds.system_user_id() then
         perform prebuilds.count_prebuild_event(v_preset_id, 'failed');
+    end if;
+    -- The end of a prebuild's job, or of a claim's (a build with a preset), can change the plan
+    -- (SPEC 6.1); people's other jobs cannot.
+    if v_preset_id is not null or v_initiator_id = prebuilds.system_user_id() then
+        perform prebuilds.notify_reconcile('job ' || p_job_id || ' ' || v_status);
     end if;
     return true;
 end;
@@ -1058,6 +1152,19 @@ begin
         v_problem := format(
             'max_actions_per_cycle must be between 1 and 100000 (got %s)',
             new.max_actions_per_cycle
+        );
+    elsif new.claim_stats_retention < interval '1 hour' then
+        v_problem := format(
+            'claim_stats_retention must be at least 1 hour (got %s)', new.claim_stats_retention
+        );
+    elsif new.demand_window not between interval '1 minute' and interval '7 days' then
+        v_problem := format(
+            'demand_window must be between 1 minute and 7 days (got %s)', new.demand_window
+        );
+    elsif new.default_build_time not between interval '1 second' and interval '1 day' then
+        v_problem := format(
+            'default_build_time must be between 1 second and 1 day (got %s)',
+            new.default_build_time
         );
     end if;
     if v_problem is not null then

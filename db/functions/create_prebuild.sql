@@ -46,11 +46,13 @@ begin
               w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
           or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
       );
-    if v_have >= coalesce(
-        (select s.desired from prebuilds.preset_schedule_at(
-            p_preset_id, v_preset.scheduling_timezone, now()) as s),
-        v_preset.desired_instances,
-        0
+    -- The pool's size as the plan computes it (schedule, desired_instances, demand).
+    if v_have >= (
+        select s.desired
+        from prebuilds.pool_size_at(
+            p_preset_id, v_preset.desired_instances, v_preset.min_instances,
+            v_preset.max_instances, v_preset.scheduling_timezone, true, now()
+        ) as s
     ) then
         return null;
     end if;

@@ -14,6 +14,12 @@ create table prebuilds.settings (
     check (run_retention >= interval '1 hour'),
     max_actions_per_cycle int not null default 1000
     check (max_actions_per_cycle between 1 and 100000),
+    claim_stats_retention interval not null default '7 days'
+    check (claim_stats_retention >= interval '1 hour'),
+    demand_window interval not null default '1 hour'
+    check (demand_window between interval '1 minute' and interval '7 days'),
+    default_build_time interval not null default '10 minutes'
+    check (default_build_time between interval '1 second' and interval '1 day'),
     delete_retry_interval interval not null default '1 minute'
     check (delete_retry_interval > interval '0'),
     delete_retry_limit int not null default 5 check (delete_retry_limit between 0 and 100),
@@ -45,6 +51,14 @@ comment on column prebuilds.settings.run_retention is
 comment on column prebuilds.settings.max_actions_per_cycle is
 'A cycle applies at most this many actions (cancels, deletes, creates); the rest wait for the '
 'next cycle, so no plan holds the lock for long.';
+comment on column prebuilds.settings.claim_stats_retention is
+'claim_stats buckets older than this are pruned by the driver.';
+comment on column prebuilds.settings.demand_window is
+'Demand sizing (SPEC 6.3): the claims (hits and misses) of this window before now estimate the '
+'claim rate; 1 minute to 7 days.';
+comment on column prebuilds.settings.default_build_time is
+'Demand sizing (SPEC 6.3): the build time assumed for a preset with no successful prebuild in the '
+'last 24 hours; 1 second to 1 day.';
 comment on column prebuilds.settings.delete_retry_interval is
 'Base of the exponential backoff between attempts to delete a prebuild whose delete failed: '
 'retry n waits delete_retry_interval * 2^(n-1) after the failure, at most one hour.';
