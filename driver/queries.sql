@@ -271,13 +271,13 @@ select
     misses_last_hour,
     demand,
     desired_reason,
+    last_error,
+    retrying_deletes,
+    quarantined,
     -- Percent of the last hour's claims that got a prebuild; null without claims.
     round(
         100.0 * claims_last_hour / nullif(claims_last_hour + misses_last_hour, 0), 1
-    )::float8 as hit_rate_last_hour,
-    last_error,
-    retrying_deletes,
-    quarantined
+    )::float8 as hit_rate_last_hour
 from prebuilds.preset_state
 where
     (%(organization)s::text is null or organization_name = %(organization)s)
