@@ -134,17 +134,71 @@ begin atomic
         cross join prebuilds.settings as s
         where not t.deleted and not t.deprecated and p.max_instances is not null
 
-    -- SPEC 5 rules add their branches here, each one more set of candidate instants: a failed
-    -- delete's retry instant, a hung job's timeouts (heartbeat, pending), a hard-limited
-    -- preset's cooldown end.
+        union all
+
+        -- Self-healing (SPEC 5), per live prebuild, from its latest build's job as the plan reads
+        -- it: a failed delete's retry is due (5.1); a system job in flight becomes hung just after
+        -- its heartbeat or its queueing plus the timeout (5.2); a failed or stopped prebuild
+        -- passes the retention just after it finished plus failed_prebuild_retention (5.5).
+        select
+            unnest(array[
+                case
+                    when
+                        b.transition = 'delete' and j.status = 'failed'
+                        and greatest(w.delete_failures, 1) <= s.delete_retry_limit
+                        then
+                            prebuilds.delete_retry_at(
+                                j.completed_at, w.delete_failures, s.delete_retry_interval
+                            )
+                end,
+                case
+                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'running'
+                        then coalesce(j.updated_at, j.started_at) + s.job_heartbeat_timeout
+                            + interval '1 microsecond'
+                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'pending'
+                        then j.created_at + s.job_pending_timeout + interval '1 microsecond'
+                end,
+                case
+                    when
+                        (b.transition in ('start', 'stop') and j.status = 'failed')
+                        or (b.transition = 'stop' and j.status = 'succeeded')
+                        then j.completed_at + s.failed_prebuild_retention
+                            + interval '1 microsecond'
+                end
+            ]) as at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        cross join prebuilds.settings as s
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+
+        union all
+
+        -- Hard-limit probe (SPEC 5.4): hard_limit_cooldown after a preset's last failed start
+        -- finished (offered for every preset with one; the plan decides whether it is limited).
+        select max(coalesce(j.completed_at, b.created_at)) + min(s.hard_limit_cooldown) as at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        cross join prebuilds.settings as s
+        where
+            w.owner_id = prebuilds.system_user_id()
+            and not w.deleted
+            and b.transition = 'start'
+            and j.status = 'failed'
+            and s.hard_limit_cooldown is not null
+            and (p.failures_reset_at is null or b.created_at >= p.failures_reset_at)
+        group by w.current_preset_id
     ) as c
     where c.at > p_now;
 end;
 
 comment on function prebuilds.next_change_at(timestamptz) is
 'The earliest instant after p_now at which the plan changes with no write (a TTL expiry, the '
-'end of a backoff, a schedule boundary, claims or builds leaving the demand windows); null when '
-'none is known. prebuilds run wakes then.';
+'end of a backoff, a schedule boundary, claims or builds leaving the demand windows, a delete '
+'retry, a job timeout, a hard-limit cooldown, a retention); null when none is known. prebuilds '
+'run wakes then.';
 
 revoke execute on function prebuilds.next_change_at(timestamptz) from public;
 grant execute on function prebuilds.next_change_at(timestamptz)
