@@ -9,6 +9,7 @@ drop function prebuilds.planned_actions_at(timestamptz);
 drop function prebuilds.preset_state_at(timestamptz);
 drop function prebuilds.preset_plan_at(timestamptz);
 drop function prebuilds.next_change_at(timestamptz);
+drop function prebuilds.next_change_after(timestamptz);
 drop function prebuilds.apply_action(bigint, int, text, uuid, uuid, text);
 drop function prebuilds.cleanup_prebuilds(text[], text, text, text, timestamptz, int, bool);
 drop function prebuilds.fail_job(uuid);
