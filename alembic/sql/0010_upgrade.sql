@@ -423,10 +423,11 @@ begin atomic
             ) as d
         cross join
             lateral (
-                select exists(
-                    select from prebuilds.preset_schedules as s
-                    where s.preset_id = d.preset_id
-                ) as has_schedules
+                select
+                    exists(
+                        select from prebuilds.preset_schedules as s
+                        where s.preset_id = d.preset_id
+                    ) as has_schedules
                 -- Keeps has_schedules a column: pulled up, it would be the EXISTS itself, and
                 -- a function whose arguments hold a sub-select is not inlined (pool_size_at
                 -- would then be planned on every call: 0.6 ms per preset).
