@@ -12,6 +12,14 @@ language sql
 stable
 rows 1
 begin atomic
+    with
+    -- The one settings row, estimated as one (a table this small is never analysed).
+    settings as (
+        select st.*
+        from prebuilds.settings as st
+        limit 1  -- noqa: AM09
+    )
+
     select min(c.at) as at
     from (
         -- TTL: a running prebuild is expired once older than ttl_seconds (is_expired).
@@ -49,7 +57,7 @@ begin atomic
             inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
             inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
             inner join prebuilds.presets as p on w.current_preset_id = p.id
-            cross join prebuilds.settings as s
+            cross join settings as s
             where
                 w.owner_id = prebuilds.system_user_id()
                 and not w.deleted
@@ -129,7 +137,7 @@ begin atomic
             ]) as at
         from prebuilds.templates as t
         inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
-        cross join prebuilds.settings as s
+        cross join settings as s
         where not t.deleted and not t.deprecated and p.max_instances is not null
 
         union all
@@ -167,7 +175,7 @@ begin atomic
         from prebuilds.workspaces as w
         inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
         inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-        cross join prebuilds.settings as s
+        cross join settings as s
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
 
         union all
@@ -179,7 +187,7 @@ begin atomic
         inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
         inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
         inner join prebuilds.presets as p on w.current_preset_id = p.id
-        cross join prebuilds.settings as s
+        cross join settings as s
         where
             w.owner_id = prebuilds.system_user_id()
             and not w.deleted

@@ -80,7 +80,15 @@ begin atomic
                 c.claims * extract(epoch from coalesce(bt.build_time, s.default_build_time))
                 / extract(epoch from s.demand_window)
             )::int as demand
-        from prebuilds.settings as s
+        -- One row, and the planner must know it: a table this small is never analysed, and its
+        -- default estimate of hundreds of rows multiplied the plan's (SPEC 3; see cfg there).
+        from (
+            select
+                st.demand_window,
+                st.default_build_time
+            from prebuilds.settings as st
+            limit 1  -- noqa: AM09
+        ) as s
         cross join
             lateral (
                 select coalesce(sum(cs.hits + cs.misses), 0)::int as claims
