@@ -153,8 +153,7 @@ def read_plan(conn: psycopg.Connection[Any]) -> Plan:
     """The cycle's only read. Raises CannotRun when the schema is missing or at another revision,
     or when the settings row is gone."""
     try:
-        with conn.cursor(row_factory=class_row(PlanRow)) as cur:
-            rows = cur.execute(query("read_plan")).fetchall()
+        rows: list[PlanRow] = conn.execute(query("read_plan")).fetchall()
     except _SCHEMA_ERRORS as exc:
         raise schema_missing(exc) from exc
     except (errors.QueryCanceled, errors.LockNotAvailable) as exc:

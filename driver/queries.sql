@@ -27,6 +27,8 @@ select 1 as alive;
 -- The cycle's only read: schema revision, settings and every planned action, one statement.
 -- One row even when the plan is empty (then the action columns are null). Actions past
 -- settings.max_actions_per_cycle are counted, not read: later cycles apply them.
+-- Read by position (driver/model.py: Plan.from_rows): the four header columns, then
+-- PlannedAction's fields in their order.
 select
     p.paused,
     p.schema_revision,

@@ -1,93 +1,755 @@
--- Revision 0007. Written by hand above the marker, in sections (one per piece of work).
+-- Revision 0007, undone. Written by hand above the marker, in sections (one per piece of work).
 
--- >>> create_prebuild: cached generic plans (issue 9, apply throughput) ------------------------
--- Re-created below (same signature); db/grants/public.sql, re-frozen below, revokes PUBLIC's
--- execute again.
-drop function prebuilds.create_prebuild(uuid);
--- <<< create_prebuild: cached generic plans -------------------------------------------------------
+-- >>> the plan cached per connection (issue 9) ----------------------------------------------------
+drop view prebuilds.reconciliation_actions;
+drop view prebuilds.preset_state;
+drop function prebuilds.reconciliation_actions_at(timestamptz);
+drop function prebuilds.planned_actions_at(timestamptz);
+drop function prebuilds.preset_state_at(timestamptz);
+drop function prebuilds.preset_plan_at(timestamptz);
+-- <<< the plan cached per connection --------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
 
--- >>> db/functions/create_prebuild.sql
--- Apply a `create` action: one new prebuild for a preset (SPEC 4.5). Called by the driver.
--- Re-checks, under a lock on the preset row, that the preset is still active and still short;
--- the check reads only this preset's live prebuilds, so a create costs about its inserts.
+-- >>> db/functions/preset_plan_at.sql
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
+-- preset.
+-- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
+-- the live prebuilds exactly once, through this function; nothing else computes a rule.
+--
+-- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
+-- each joined by primary key to its latest build and job; active presets come from the live
+-- templates through presets' (template_version_id, name) key. Old presets and build history are
+-- never scanned.
 
-create function prebuilds.create_prebuild(p_preset_id uuid)
-returns uuid
-language plpgsql
-set search_path = ''
-as $$
-declare
-    v_preset prebuilds.presets;
-    v_template prebuilds.templates;
-    v_have int;
-    v_workspace_id uuid;
-begin
-    -- `no key update` serialises creates for one preset without blocking foreign-key checks
-    -- (claims and builds that reference the preset).
-    select p.* into v_preset
-    from prebuilds.presets as p
-    where p.id = p_preset_id
-    for no key update;
-    if not found then
-        return null;
-    end if;
+create function prebuilds.preset_plan_at(p_now timestamptz)
+returns table (
+    preset_id uuid,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    is_active bool,
+    desired int,
+    actual int,
+    eligible int,
+    expired int,
+    extraneous int,
+    starting int,
+    stopping int,
+    deleting int,
+    pending_cancelable int,
+    failures int,
+    backoff_until timestamptz,
+    hard_limited bool,
+    blocked_reason text,
+    creates_wanted int,
+    creates int,
+    creates_reason text,
+    backoff_reason text,
+    schedule_note text,
+    work prebuilds.planned_work[]
+)
+language sql
+stable
+-- JIT compilation of this plan costs far more than running it (SPEC 3).
+set jit = off
+rows 200
+begin atomic
+    with
+    cfg as (
+        select
+            s.reconciliation_paused as paused,
+            s.backoff_interval,
+            s.backoff_lookback,
+            s.failure_hard_limit,
+            s.max_pending_creates
+        from prebuilds.settings as s
+    ),
 
-    select t.* into v_template
-    from prebuilds.template_versions as v
-    join prebuilds.templates as t on t.id = v.template_id
-    where v.id = v_preset.template_version_id;
-    if v_template.deleted or v_template.deprecated
-       or v_template.active_version_id is distinct from v_preset.template_version_id then
-        return null;
-    end if;
+    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    live as materialized (
+        select
+            w.id as workspace_id,
+            w.created_at,
+            w.current_preset_id as preset_id,
+            lb.build_number,
+            lb.transition,
+            lb.build_created_at,
+            lb.job_id,
+            lb.job_status,
+            lb.initiator_id = prebuilds.system_user_id() as by_system,
+            lb.initiator_id = prebuilds.system_user_id()
+            and lb.job_status in ('pending', 'running') as in_flight
+        from prebuilds.workspaces as w
+        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        cross join
+            lateral (
+                select
+                    b.build_number,
+                    b.transition,
+                    b.created_at as build_created_at,
+                    b.job_id,
+                    b.initiator_id,
+                    j.status as job_status
+                from prebuilds.workspace_builds as b
+                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+                where b.id = w.latest_build_id
+                offset 0  -- noqa: AM09
+            ) as lb
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+    ),
 
-    -- Running unexpired prebuilds plus those starting: what the pool will hold.
-    select count(*) into v_have
-    from prebuilds.workspaces as w
-    join prebuilds.workspace_builds as b on b.id = w.latest_build_id
-    join prebuilds.provisioner_jobs as j on j.id = b.job_id
-    where w.current_preset_id = p_preset_id
-      and w.owner_id = prebuilds.system_user_id()
-      and not w.deleted
-      and b.transition = 'start'
-      and (
-          (j.status = 'succeeded' and not prebuilds.is_expired(
-              w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
-          or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
-      );
-    if v_have >= coalesce(
-        (select s.desired from prebuilds.preset_schedule_at(
-            p_preset_id, v_preset.scheduling_timezone, now()) as s),
-        v_preset.desired_instances,
-        0
-    ) then
-        return null;
-    end if;
+    -- Presets of active template versions that have a pool (SPEC 4.1, first half).
+    pooled as (
+        select p.id as preset_id
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        where
+            not t.deleted
+            and not t.deprecated
+            and (
+                p.desired_instances is not null
+                or exists (
+                    select from prebuilds.preset_schedules as ps
+                    where ps.preset_id = p.id
+                )
+            )
+        union
+        -- Presets holding live prebuilds; the filter below keeps those with cleanup to do.
+        select distinct l.preset_id
+        from live as l
+        where l.preset_id is not null
+    ),
 
-    insert into prebuilds.workspaces (organization_id, template_id, owner_id, name)
-    values (
-        v_template.organization_id,
-        v_template.id,
-        prebuilds.system_user_id(),
-        'prebuild-' || left(replace(gen_random_uuid()::text, '-', ''), 12)
+    candidate as (
+        select
+            d.preset_id,
+            d.organization_name,
+            d.template_name,
+            d.template_version_name,
+            d.preset_name,
+            d.ttl_seconds,
+            d.last_invalidated_at,
+            d.failures_reset_at,
+            d.is_active,
+            d.is_active and (d.desired_instances is not null or hs.has_schedules) as has_pool,
+            case
+                when d.is_active then coalesce(sched.desired, d.desired_instances, 0)
+                else 0
+            end as desired,
+            sched.note as schedule_note,
+            case
+                when d.template_deleted then 'template ' || d.template_name || ' deleted'
+                when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
+                when d.active_version_name is null
+                    then 'template ' || d.template_name || ' has no active version'
+                else
+                    'outdated version ' || d.template_version_name || ' (active: '
+                    || d.active_version_name || ')'
+            end as inactive_reason
+        from pooled
+        -- One primary-key lookup per candidate. The fence (offset 0) keeps the planner from
+        -- turning it into a scan of every preset and version to hash-join a hundred rows.
+        cross join
+            lateral (
+                select
+                    p.id as preset_id,
+                    o.name as organization_name,
+                    t.name as template_name,
+                    v.name as template_version_name,
+                    p.name as preset_name,
+                    p.desired_instances,
+                    p.ttl_seconds,
+                    p.last_invalidated_at,
+                    p.failures_reset_at,
+                    p.scheduling_timezone,
+                    t.deleted as template_deleted,
+                    t.deprecated as template_deprecated,
+                    av.name as active_version_name,
+                    coalesce(
+                        t.active_version_id = p.template_version_id
+                        and not t.deleted
+                        and not t.deprecated,
+                        false
+                    ) as is_active
+                from prebuilds.presets as p
+                inner join prebuilds.template_versions as v on p.template_version_id = v.id
+                inner join prebuilds.templates as t on v.template_id = t.id
+                inner join prebuilds.organizations as o on t.organization_id = o.id
+                left join prebuilds.template_versions as av on t.active_version_id = av.id
+                where p.id = pooled.preset_id
+                offset 0  -- noqa: AM09
+            ) as d
+        cross join
+            lateral (
+                select exists(
+                    select from prebuilds.preset_schedules as s
+                    where s.preset_id = d.preset_id
+                ) as has_schedules
+            ) as hs
+        -- The schedule in force (SPEC 4.3), looked up only for active presets that have one.
+        left join lateral (
+            select
+                ps.desired,
+                ps.note
+            from prebuilds.preset_schedule_at(d.preset_id, d.scheduling_timezone, p_now) as ps
+            where d.is_active and hs.has_schedules
+            -- Keeps the condition a gate in front of the call (not a filter after it).
+            offset 0  -- noqa: AM09
+        ) as sched on true
+    ),
+
+    -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
+    classified as (
+        select
+            l.*,
+            c.is_active,
+            c.desired,
+            l.transition = 'start' and l.job_status = 'succeeded' as running,
+            l.transition = 'start' and l.job_status = 'succeeded'
+            and prebuilds.is_expired(
+                l.created_at, c.ttl_seconds, c.last_invalidated_at, p_now
+            ) as expired,
+            l.build_number = 1 and l.transition = 'start' and l.by_system
+            and l.job_status = 'pending' as queued_initial,
+            -- Failure history: latest builds that are starts, since the last reset.
+            l.transition = 'start'
+            and (c.failures_reset_at is null or l.build_created_at >= c.failures_reset_at)
+                as in_history
+        from live as l
+        inner join candidate as c on l.preset_id = c.preset_id
+    ),
+
+    ranked as (
+        select
+            cl.*,
+            coalesce(rd.ready, false) as eligible,
+            cl.job_status = 'failed'
+            and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
+            -- Oldest first among the unexpired running prebuilds: surplus deletion order.
+            row_number() over (
+                partition by cl.preset_id, cl.running and not cl.expired
+                order by cl.created_at, cl.workspace_id
+            ) as age_rank,
+            -- Most recent first among the failure history: backoff and hard-limit windows.
+            row_number() over (
+                partition by cl.preset_id, cl.in_history
+                order by cl.build_created_at desc, cl.workspace_id asc
+            ) as history_rank
+        from classified as cl
+        cross join cfg
+        -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
+        -- gate in front of the lookup, not a filter after it).
+        left join lateral (
+            select r.ready
+            from prebuilds.agent_readiness(cl.job_id) as r
+            where cl.running and not cl.expired and cl.is_active
+            offset 0  -- noqa: AM09
+        ) as rd on true
+    ),
+
+    tally as (
+        select
+            r.preset_id,
+            count(*) filter (where r.running) as actual,
+            count(*) filter (where r.expired) as expired,
+            count(*) filter (where r.eligible) as eligible,
+            count(*) filter (where r.in_flight and r.transition = 'start') as starting,
+            count(*) filter (where r.in_flight and r.transition = 'stop') as stopping,
+            count(*) filter (where r.in_flight and r.transition = 'delete') as deleting,
+            count(*) filter (where r.queued_initial and not r.is_active) as pending_cancelable,
+            count(*) filter (where r.in_history and r.recent_failure) as failures,
+            max(r.build_created_at) filter (
+                where r.in_history and r.recent_failure
+            ) as last_failure_at,
+            -- Backoff looks at the `desired` most recent builds only (SPEC 4.2).
+            bool_or(
+                r.in_history and r.recent_failure and r.history_rank <= r.desired
+            ) as failed_recently,
+            count(*) filter (
+                where r.in_history and r.job_status = 'failed'
+                and r.history_rank <= cfg.failure_hard_limit
+            ) as hard_limit_failures
+        from ranked as r
+        cross join cfg
+        group by r.preset_id
+    ),
+
+    state as (
+        select
+            c.*,
+            coalesce(tl.actual, 0)::int as actual,
+            coalesce(tl.expired, 0)::int as expired,
+            coalesce(tl.eligible, 0)::int as eligible,
+            coalesce(tl.starting, 0)::int as starting,
+            coalesce(tl.stopping, 0)::int as stopping,
+            coalesce(tl.deleting, 0)::int as deleting,
+            coalesce(tl.pending_cancelable, 0)::int as pending_cancelable,
+            coalesce(tl.failures, 0)::int as failures,
+            c.is_active
+            and cfg.failure_hard_limit > 0
+            and coalesce(tl.hard_limit_failures, 0) = cfg.failure_hard_limit as hard_limited,
+            case
+                when
+                    c.is_active and tl.failed_recently
+                    and tl.last_failure_at + tl.failures * cfg.backoff_interval > p_now
+                    then tl.last_failure_at + tl.failures * cfg.backoff_interval
+            end as backoff_until,
+            cfg.paused
+        from candidate as c
+        cross join cfg
+        left join tally as tl on c.preset_id = tl.preset_id
+        -- SPEC 4.1: a pool on an active version, or something left to clean up.
+        where c.has_pool or tl.actual > 0 or tl.pending_cancelable > 0
+    ),
+
+    wanted as (
+        select
+            st.*,
+            case
+                when st.is_active then greatest(st.actual - st.expired - st.desired, 0)
+                else 0
+            end as extraneous,
+            case
+                when st.is_active
+                    then greatest(st.desired - (st.actual - st.expired) - st.starting, 0)
+                else 0
+            end as creates_wanted
+        from state as st
+    ),
+
+    -- Creates interleaved across presets (every preset's first, then every preset's second, …)
+    -- so that a deployment-wide cap never starves a preset.
+    create_slots as (
+        select
+            wn.preset_id,
+            row_number() over (
+                order by
+                    slot.n, wn.organization_name, wn.template_name, wn.template_version_name,
+                    wn.preset_name, wn.preset_id
+            ) as global_rank
+        from wanted as wn
+        cross join lateral generate_series(1, wn.creates_wanted) as slot (n)
+        where not wn.paused and not wn.hard_limited and wn.backoff_until is null
+    ),
+
+    -- How many more prebuild start jobs may be queued; null when there is no cap.
+    create_budget as (
+        select
+            cfg.max_pending_creates - (
+                select count(*)
+                from live as l
+                where l.in_flight and l.transition = 'start'
+            ) as budget
+        from cfg
+    ),
+
+    allowed as (
+        select
+            cs.preset_id,
+            count(*) filter (
+                where cb.budget is null or cs.global_rank <= cb.budget
+            )::int as creates
+        from create_slots as cs
+        cross join create_budget as cb
+        group by cs.preset_id
+    ),
+
+    work as (
+        select
+            r.preset_id,
+            array_agg(
+                row(
+                    case when r.queued_initial then 'cancel' else 'delete' end,
+                    r.workspace_id,
+                    case
+                        when r.queued_initial
+                            then wn.inactive_reason || ': initial build still queued'
+                        when not wn.is_active then wn.inactive_reason
+                        when r.created_at < wn.last_invalidated_at
+                            then 'expired: created before invalidation at '
+                                || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                        when r.expired
+                            then 'expired: older than ttl ' || wn.ttl_seconds || 's'
+                        else
+                            'surplus: ' || (wn.actual - wn.expired) || ' running, '
+                            || wn.desired || ' desired'
+                    end
+                )::prebuilds.planned_work
+                order by r.queued_initial desc, r.expired desc, r.created_at asc, r.workspace_id asc
+            ) as work
+        from ranked as r
+        inner join wanted as wn on r.preset_id = wn.preset_id
+        where
+            not wn.paused
+            and (
+                (not wn.is_active and (r.running or r.queued_initial))
+                or (wn.is_active and r.expired)
+                or (
+                    wn.is_active and r.running and not r.expired
+                    and r.age_rank <= wn.extraneous
+                )
+            )
+        group by r.preset_id
     )
-    returning id into v_workspace_id;
 
-    perform prebuilds.queue_build(
-        v_workspace_id, v_preset.template_version_id, p_preset_id, 'start',
-        prebuilds.system_user_id()
-    );
-    perform prebuilds.count_prebuild_event(p_preset_id, 'created');
-    return v_workspace_id;
+    select
+        wn.preset_id,
+        wn.organization_name,
+        wn.template_name,
+        wn.template_version_name,
+        wn.preset_name,
+        wn.is_active,
+        wn.desired,
+        wn.actual,
+        wn.eligible,
+        wn.expired,
+        wn.extraneous,
+        wn.starting,
+        wn.stopping,
+        wn.deleting,
+        wn.pending_cancelable,
+        wn.failures,
+        wn.backoff_until,
+        wn.hard_limited,
+        case
+            when wn.paused then 'paused'
+            when wn.creates_wanted = 0 then null
+            when wn.hard_limited then 'hard_limited'
+            when wn.backoff_until is not null then 'backoff'
+            when coalesce(a.creates, 0) < wn.creates_wanted then 'capped'
+        end as blocked_reason,
+        wn.creates_wanted,
+        coalesce(a.creates, 0) as creates,
+        'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
+        || ' starting, ' || wn.desired || ' desired' as creates_reason,
+        case
+            when wn.backoff_until is not null
+                then 'backoff: ' || wn.failures || ' failed build(s) in the last '
+                    || (select cfg.backoff_lookback from cfg)::text || ', creates wait until '
+                    || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
+        end as backoff_reason,
+        wn.schedule_note,
+        coalesce(wk.work, '{}') as work
+    from wanted as wn
+    left join allowed as a on wn.preset_id = a.preset_id
+    left join work as wk on wn.preset_id = wk.preset_id;
 end;
-$$;
 
-comment on function prebuilds.create_prebuild(uuid) is
-'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still '
-'short of its desired size; returns the workspace id, or null when there is nothing to do any '
-'more.';
+comment on function prebuilds.preset_plan_at(timestamptz) is
+'Internal: the reconciliation state and planned work of every preset under consideration at '
+'p_now. Read it through preset_state_at and reconciliation_actions_at.';
+
+-- >>> db/functions/preset_state_at.sql
+-- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
+-- Operators read it through the view preset_state; tests call it with fixed instants.
+
+create function prebuilds.preset_state_at(p_now timestamptz)
+returns table (
+    preset_id uuid,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    is_active bool,
+    desired int,
+    actual int,
+    eligible int,
+    expired int,
+    extraneous int,
+    starting int,
+    stopping int,
+    deleting int,
+    pending_cancelable int,
+    failures int,
+    backoff_until timestamptz,
+    hard_limited bool,
+    blocked_reason text,
+    creates_planned int,
+    schedule_note text
+)
+language sql
+stable
+security definer
+set search_path = ''
+set jit = off
+rows 200
+begin atomic
+    select
+        pp.preset_id,
+        pp.organization_name,
+        pp.template_name,
+        pp.template_version_name,
+        pp.preset_name,
+        pp.is_active,
+        pp.desired,
+        pp.actual,
+        pp.eligible,
+        pp.expired,
+        pp.extraneous,
+        pp.starting,
+        pp.stopping,
+        pp.deleting,
+        pp.pending_cancelable,
+        pp.failures,
+        pp.backoff_until,
+        pp.hard_limited,
+        pp.blocked_reason,
+        pp.creates,
+        pp.schedule_note
+    from prebuilds.preset_plan_at(p_now) as pp
+    order by
+        pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
+        pp.preset_id;
+end;
+
+comment on function prebuilds.preset_state_at(timestamptz) is
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
+'and why creates are blocked.';
+
+-- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
+revoke execute on function prebuilds.preset_state_at(timestamptz) from public;
+grant execute on function prebuilds.preset_state_at(timestamptz)
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
+
+-- >>> db/functions/reconciliation_actions_at.sql
+-- The plan: every unit of work at p_now, in the order to apply it (SPEC 3, 4.4).
+-- Cancels and deletes first, then creates interleaved across presets, then informational backoff
+-- rows. Actions past settings.max_actions_per_cycle are `deferred`: the next cycles take them.
+-- The driver reads it through the view reconciliation_actions; tests call it directly.
+
+create function prebuilds.reconciliation_actions_at(p_now timestamptz)
+returns table (
+    seq int,
+    preset_id uuid,
+    action text,
+    workspace_id uuid,
+    reason text,
+    organization_name text,
+    template_name text,
+    template_version_name text,
+    preset_name text,
+    backoff_until timestamptz,
+    deferred bool
+)
+language sql
+stable
+security definer
+set search_path = ''
+set jit = off
+rows 100
+begin atomic
+    with
+    plan as materialized (
+        select pp.* from prebuilds.preset_plan_at(p_now) as pp
+    ),
+
+    items as (
+        select
+            1 as phase,
+            w.ordinality as n,
+            pl.preset_id,
+            w.action,
+            w.workspace_id,
+            w.reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null::timestamptz as backoff_until
+        from plan as pl
+        cross join lateral unnest(pl.work) with ordinality as w (action, workspace_id, reason)
+        union all
+        select
+            2 as phase,
+            slot.n,
+            pl.preset_id,
+            'create' as action,
+            null as workspace_id,
+            pl.creates_reason as reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            null as backoff_until
+        from plan as pl
+        cross join lateral generate_series(1, pl.creates) as slot (n)
+        union all
+        select
+            3 as phase,
+            1 as n,
+            pl.preset_id,
+            'backoff' as action,
+            null as workspace_id,
+            pl.backoff_reason as reason,
+            pl.organization_name,
+            pl.template_name,
+            pl.template_version_name,
+            pl.preset_name,
+            pl.backoff_until
+        from plan as pl
+        where pl.blocked_reason = 'backoff'
+    ),
+
+    numbered as (
+        select
+            it.*,
+            (
+                row_number() over (
+                    order by
+                        it.phase,
+                        -- Creates are interleaved: every preset's first, then every second, …
+                        case when it.phase = 2 then it.n end,
+                        it.organization_name, it.template_name, it.template_version_name,
+                        it.preset_name, it.preset_id, it.n
+                )
+            )::int as seq
+        from items as it
+    )
+
+    select
+        nb.seq,
+        nb.preset_id,
+        nb.action,
+        nb.workspace_id,
+        nb.reason,
+        nb.organization_name,
+        nb.template_name,
+        nb.template_version_name,
+        nb.preset_name,
+        nb.backoff_until,
+        -- Work comes before the backoff notes, so its seq is its rank among the work.
+        coalesce(
+            nb.phase < 3
+            and nb.seq > (select s.max_actions_per_cycle from prebuilds.settings as s),
+            false
+        ) as deferred
+    from numbered as nb
+    order by nb.seq;
+end;
+
+comment on function prebuilds.reconciliation_actions_at(timestamptz) is
+'Every action the reconciler would take at p_now, in order: cancel, delete, create (interleaved '
+'across presets) and informational backoff rows; deferred marks work past '
+'settings.max_actions_per_cycle, left for later cycles.';
+
+-- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
+revoke execute on function prebuilds.reconciliation_actions_at(timestamptz) from public;
+grant execute on function prebuilds.reconciliation_actions_at(timestamptz)
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
+
+-- >>> db/views/preset_state.sql
+-- The state of every preset under consideration, now. For operators in psql and `prebuilds status`.
+
+create view prebuilds.preset_state as
+select
+    ps.preset_id,
+    ps.organization_name,
+    ps.template_name,
+    ps.template_version_name,
+    ps.preset_name,
+    ps.is_active,
+    ps.desired,
+    ps.actual,
+    ps.eligible,
+    ps.expired,
+    ps.extraneous,
+    ps.starting,
+    ps.stopping,
+    ps.deleting,
+    ps.pending_cancelable,
+    ps.failures,
+    ps.backoff_until,
+    ps.hard_limited,
+    ps.blocked_reason,
+    ps.creates_planned,
+    ps.schedule_note
+from prebuilds.preset_state_at(now()) as ps;
+
+comment on view prebuilds.preset_state is
+'One row per preset under consideration now (active with a pool, or with prebuilds to clean up). '
+'blocked_reason says why a pool is not being filled: paused, hard_limited, backoff or capped.';
+comment on column prebuilds.preset_state.preset_id is 'The preset.';
+comment on column prebuilds.preset_state.organization_name is 'Organization of the template.';
+comment on column prebuilds.preset_state.template_name is 'Template name.';
+comment on column prebuilds.preset_state.template_version_name is 'Version the preset belongs to.';
+comment on column prebuilds.preset_state.preset_name is 'Preset name.';
+comment on column prebuilds.preset_state.is_active is
+'Version is the template''s active one and the template is neither deleted nor deprecated.';
+comment on column prebuilds.preset_state.desired is 'Pool size wanted now; 0 when inactive.';
+comment on column prebuilds.preset_state.actual is
+'Running prebuilds: latest build a succeeded start, counted in this preset.';
+comment on column prebuilds.preset_state.eligible is
+'Running, unexpired and ready prebuilds: what a claim can take now (active presets only).';
+comment on column prebuilds.preset_state.expired is
+'Running prebuilds past the TTL or created before the last invalidation.';
+comment on column prebuilds.preset_state.extraneous is
+'Unexpired running prebuilds beyond desired; deleted oldest first (active presets only).';
+comment on column prebuilds.preset_state.starting is 'Prebuild start builds pending or running.';
+comment on column prebuilds.preset_state.stopping is 'Prebuild stop builds pending or running.';
+comment on column prebuilds.preset_state.deleting is 'Prebuild delete builds pending or running.';
+comment on column prebuilds.preset_state.pending_cancelable is
+'Queued initial builds of an inactive preset that the next cycle cancels.';
+comment on column prebuilds.preset_state.failures is
+'Failed latest start builds within the backoff lookback (since the last resume).';
+comment on column prebuilds.preset_state.backoff_until is
+'Creates wait until this instant because of recent failures; null when not backing off.';
+comment on column prebuilds.preset_state.hard_limited is
+'The failure_hard_limit most recent builds all failed; creates stop until prebuilds resume-preset.';
+comment on column prebuilds.preset_state.blocked_reason is
+'Why wanted creates are held back: paused, hard_limited, backoff or capped; null otherwise.';
+comment on column prebuilds.preset_state.creates_planned is 'Creates the next cycle will apply.';
+comment on column prebuilds.preset_state.schedule_note is
+'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
+'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+
+grant select on prebuilds.preset_state
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
+
+-- >>> db/views/reconciliation_actions.sql
+-- What the next reconciliation cycle will do, now, and why. The driver's one read goes here.
+
+create view prebuilds.reconciliation_actions as
+select
+    ra.seq,
+    ra.preset_id,
+    ra.action,
+    ra.workspace_id,
+    ra.reason,
+    ra.organization_name,
+    ra.template_name,
+    ra.template_version_name,
+    ra.preset_name,
+    ra.backoff_until,
+    ra.deferred
+from prebuilds.reconciliation_actions_at(now()) as ra;
+
+comment on view prebuilds.reconciliation_actions is
+'The plan of the next reconciliation cycle: one row per unit of work in the order the driver '
+'applies it. Empty while paused.';
+comment on column prebuilds.reconciliation_actions.seq is 'Position in the plan, from 1.';
+comment on column prebuilds.reconciliation_actions.preset_id is 'Preset the action is for.';
+comment on column prebuilds.reconciliation_actions.action is
+'cancel (queued build of an inactive preset), delete (running prebuild), create (one new '
+'prebuild) or backoff (informational: creates held back).';
+comment on column prebuilds.reconciliation_actions.workspace_id is
+'Workspace to cancel or delete; null for create and backoff.';
+comment on column prebuilds.reconciliation_actions.reason is 'Why, in words.';
+comment on column prebuilds.reconciliation_actions.organization_name is
+'Organization of the template.';
+comment on column prebuilds.reconciliation_actions.template_name is 'Template name.';
+comment on column prebuilds.reconciliation_actions.template_version_name is
+'Version of the preset.';
+comment on column prebuilds.reconciliation_actions.preset_name is 'Preset name.';
+comment on column prebuilds.reconciliation_actions.backoff_until is
+'For backoff rows: when creates may resume.';
+comment on column prebuilds.reconciliation_actions.deferred is
+'Past settings.max_actions_per_cycle: this cycle leaves it for the next ones.';
+
+grant select on prebuilds.reconciliation_actions
+to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;
 
 -- >>> db/grants/public.sql
 -- Nothing in schema prebuilds is callable by PUBLIC (SPEC 7): a role calls exactly the

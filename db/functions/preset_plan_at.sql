@@ -3,6 +3,7 @@
 -- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
 -- the live prebuilds exactly once, through this function; nothing else computes a rule.
 --
+-- Inlined into its callers (no SET options, not security definer); their plans are cached.
 -- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
 -- each joined by primary key to its latest build and job; active presets come from the live
 -- templates through presets' (template_version_id, name) key. Old presets and build history are
@@ -38,8 +39,9 @@ returns table (
 )
 language sql
 stable
--- JIT compilation of this plan costs far more than running it (SPEC 3).
-set jit = off
+-- No SET options and not security definer: the function stays inlinable, so its body becomes part
+-- of the plan of the wrappers that read it (reconciliation_actions_at, preset_state_at), which
+-- cache that plan per connection and turn JIT off (SPEC 3).
 rows 200
 begin atomic
     with
@@ -51,6 +53,10 @@ begin atomic
             s.failure_hard_limit,
             s.max_pending_creates
         from prebuilds.settings as s
+        -- The table has exactly one row (keep_settings_row), which the planner cannot know for a
+        -- table too small to be analysed: without the limit it assumes hundreds and multiplies
+        -- every estimate joined to cfg by them, which made plans flip (users ×5 at 4× dogfood).
+        limit 1  -- noqa: AM09
     ),
 
     -- Every live prebuild with the state of its latest build: the only read of fleet data.

@@ -1,5 +1,6 @@
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
 -- Operators read it through the view preset_state; tests call it with fixed instants.
+-- PL/pgSQL for its cached plan, with preset_plan_at inlined (see reconciliation_actions_at).
 
 create function prebuilds.preset_state_at(p_now timestamptz)
 returns table (
@@ -25,40 +26,44 @@ returns table (
     creates_planned int,
     schedule_note text
 )
-language sql
+language plpgsql
 stable
 security definer
 set search_path = ''
 set jit = off
+set plan_cache_mode = force_generic_plan
 rows 200
-begin atomic
-    select
-        pp.preset_id,
-        pp.organization_name,
-        pp.template_name,
-        pp.template_version_name,
-        pp.preset_name,
-        pp.is_active,
-        pp.desired,
-        pp.actual,
-        pp.eligible,
-        pp.expired,
-        pp.extraneous,
-        pp.starting,
-        pp.stopping,
-        pp.deleting,
-        pp.pending_cancelable,
-        pp.failures,
-        pp.backoff_until,
-        pp.hard_limited,
-        pp.blocked_reason,
-        pp.creates,
-        pp.schedule_note
-    from prebuilds.preset_plan_at(p_now) as pp
-    order by
-        pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
-        pp.preset_id;
+as $$
+begin
+    return query
+        select
+            pp.preset_id,
+            pp.organization_name,
+            pp.template_name,
+            pp.template_version_name,
+            pp.preset_name,
+            pp.is_active,
+            pp.desired,
+            pp.actual,
+            pp.eligible,
+            pp.expired,
+            pp.extraneous,
+            pp.starting,
+            pp.stopping,
+            pp.deleting,
+            pp.pending_cancelable,
+            pp.failures,
+            pp.backoff_until,
+            pp.hard_limited,
+            pp.blocked_reason,
+            pp.creates,
+            pp.schedule_note
+        from prebuilds.preset_plan_at(p_now) as pp
+        order by
+            pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
+            pp.preset_id;
 end;
+$$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
 'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '

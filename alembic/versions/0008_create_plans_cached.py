@@ -2,19 +2,19 @@
 force_generic_plan): its schedule lookup was planned afresh on every create (issue 9, apply
 throughput; bench/apply_pieces.py).
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-29
 
-Frozen SQL: alembic/sql/0007_upgrade.sql and 0007_downgrade.sql.
+Frozen SQL: alembic/sql/0008_upgrade.sql and 0008_downgrade.sql.
 """
 
 from alembic import op
 
 from prebuilds.migrations import run_frozen_sql
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

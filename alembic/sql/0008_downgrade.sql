@@ -1,0 +1,101 @@
+-- Revision 0008. Written by hand above the marker, in sections (one per piece of work).
+
+-- >>> create_prebuild: cached generic plans (issue 9, apply throughput) ------------------------
+-- Re-created below (same signature); db/grants/public.sql, re-frozen below, revokes PUBLIC's
+-- execute again.
+drop function prebuilds.create_prebuild(uuid);
+-- <<< create_prebuild: cached generic plans -------------------------------------------------------
+
+-- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/create_prebuild.sql
+-- Apply a `create` action: one new prebuild for a preset (SPEC 4.5). Called by the driver.
+-- Re-checks, under a lock on the preset row, that the preset is still active and still short;
+-- the check reads only this preset's live prebuilds, so a create costs about its inserts.
+
+create function prebuilds.create_prebuild(p_preset_id uuid)
+returns uuid
+language plpgsql
+set search_path = ''
+as $$
+declare
+    v_preset prebuilds.presets;
+    v_template prebuilds.templates;
+    v_have int;
+    v_workspace_id uuid;
+begin
+    -- `no key update` serialises creates for one preset without blocking foreign-key checks
+    -- (claims and builds that reference the preset).
+    select p.* into v_preset
+    from prebuilds.presets as p
+    where p.id = p_preset_id
+    for no key update;
+    if not found then
+        return null;
+    end if;
+
+    select t.* into v_template
+    from prebuilds.template_versions as v
+    join prebuilds.templates as t on t.id = v.template_id
+    where v.id = v_preset.template_version_id;
+    if v_template.deleted or v_template.deprecated
+       or v_template.active_version_id is distinct from v_preset.template_version_id then
+        return null;
+    end if;
+
+    -- Running unexpired prebuilds plus those starting: what the pool will hold.
+    select count(*) into v_have
+    from prebuilds.workspaces as w
+    join prebuilds.workspace_builds as b on b.id = w.latest_build_id
+    join prebuilds.provisioner_jobs as j on j.id = b.job_id
+    where w.current_preset_id = p_preset_id
+      and w.owner_id = prebuilds.system_user_id()
+      and not w.deleted
+      and b.transition = 'start'
+      and (
+          (j.status = 'succeeded' and not prebuilds.is_expired(
+              w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
+          or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
+      );
+    if v_have >= coalesce(
+        (select s.desired from prebuilds.preset_schedule_at(
+            p_preset_id, v_preset.scheduling_timezone, now()) as s),
+        v_preset.desired_instances,
+        0
+    ) then
+        return null;
+    end if;
+
+    insert into prebuilds.workspaces (organization_id, template_id, owner_id, name)
+    values (
+        v_template.organization_id,
+        v_template.id,
+        prebuilds.system_user_id(),
+        'prebuild-' || left(replace(gen_random_uuid()::text, '-', ''), 12)
+    )
+    returning id into v_workspace_id;
+
+    perform prebuilds.queue_build(
+        v_workspace_id, v_preset.template_version_id, p_preset_id, 'start',
+        prebuilds.system_user_id()
+    );
+    perform prebuilds.count_prebuild_event(p_preset_id, 'created');
+    return v_workspace_id;
+end;
+$$;
+
+comment on function prebuilds.create_prebuild(uuid) is
+'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still '
+'short of its desired size; returns the workspace id, or null when there is nothing to do any '
+'more.';
+
+-- >>> db/grants/public.sql
+-- Nothing in schema prebuilds is callable by PUBLIC (SPEC 7): a role calls exactly the
+-- functions granted to it (each function's file, db/grants/). Functions are executable by PUBLIC
+-- when created, so this runs last; internal helpers are reached through the security definer
+-- functions that call them. (`alter default privileges` cannot do this per schema: a per-schema
+-- default only adds to the global one, which grants PUBLIC execute; changing the global one would
+-- change every schema of the database. tests/test_roles.py checks that no function is left
+-- executable by PUBLIC.)
+
+revoke execute on all functions in schema prebuilds from public;
