@@ -16,6 +16,8 @@ Variants (1,000 creates each, two connections, one autocommit transaction per cr
 - ``apply_action``: ``prebuilds.apply_action`` called directly, one statement per create, on two
   plain threads: fence, licence check, create, log row; no driver.
 - ``driver``: ``prebuilds.cycle.run_cycle`` (rate over its apply phase, as ``bench --apply``).
+- ``driver-replanning``: the driver with ``create_prebuild`` as before revision 0008 (its schedule
+  lookup planned on every call), in that run's copy of the database only.
 - ``driver-1stmt``: the driver with ``apply_action`` sent as one server-bound statement without
   its transaction-local timeouts (what the two-statement message costs the client).
 - ``driver-noop``: the driver's apply loop with the database call replaced by nothing (the client's
@@ -193,6 +195,14 @@ def driver(url: str) -> tuple[float, int]:
     return result.apply_seconds, result.tally("applied")
 
 
+def driver_replanning(url: str) -> tuple[float, int]:
+    """The driver with create_prebuild as before revision 0008 (its schedule lookup re-planned
+    per call): the function's plan_cache_mode reset in this copy of the database only."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("alter function prebuilds.create_prebuild(uuid) reset plan_cache_mode")
+    return driver(url)
+
+
 def driver_one_statement(url: str) -> tuple[float, int]:
     """The driver, its apply_action sent as one server-bound statement without the timeouts."""
     real = cycle.write
@@ -262,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create_prebuild": lambda u: (create_prebuild(u, n), n),
         "apply_action": lambda u: (direct_apply_action(u, n), n),
         "driver": driver,
+        "driver-replanning": driver_replanning,
         "driver-1stmt": driver_one_statement,
         "driver-noop": driver_noop,
     }
