@@ -1,12 +1,48 @@
 -- Revision 0008. Written by hand above the marker, in sections (one per piece of work).
 
--- >>> create_prebuild: cached generic plans (issue 9, apply throughput) ------------------------
--- Re-created below (same signature); db/grants/public.sql, re-frozen below, revokes PUBLIC's
+-- >>> the apply path's server time (issue 9, apply throughput) ----------------------------------
+-- Re-created below with the same signatures: create_prebuild with plan_cache_mode =
+-- force_generic_plan, write_fence_key and reconcile_lock_held without `set search_path`
+-- (inlinable), count_prebuild_event in PL/pgSQL. reconcile_lock_held's body names
+-- write_fence_key, so it goes first. db/grants/public.sql, re-frozen below, revokes PUBLIC's
 -- execute again.
 drop function prebuilds.create_prebuild(uuid);
--- <<< create_prebuild: cached generic plans -------------------------------------------------------
+drop function prebuilds.reconcile_lock_held(bigint, int);
+drop function prebuilds.write_fence_key(bigint, int);
+drop function prebuilds.count_prebuild_event(uuid, text);
+-- <<< the apply path's server time ----------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/count_prebuild_event.sql
+-- Internal: add one to a preset's lifetime counter, in the transaction of the event itself.
+-- The row is the preset's shard for this backend (pg_backend_pid() % 16): claims of one preset
+-- from concurrent connections update different rows instead of queueing on one until commit
+-- (bench/claims.py measured it). Readers sum the shards.
+
+create function prebuilds.count_prebuild_event(p_preset_id uuid, p_event text)
+returns void
+language sql
+volatile
+begin atomic
+    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
+    values (
+        p_preset_id,
+        pg_backend_pid() % 16,
+        (p_event = 'created')::int,
+        (p_event = 'failed')::int,
+        (p_event = 'claimed')::int
+    )
+    on conflict (preset_id, shard) do update
+        set
+            created = c.created + excluded.created,
+            failed = c.failed + excluded.failed,
+            claimed = c.claimed + excluded.claimed;
+end;
+
+comment on function prebuilds.count_prebuild_event(uuid, text) is
+'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
+'the shard row of the calling backend.';
 
 -- >>> db/functions/create_prebuild.sql
 -- Apply a `create` action: one new prebuild for a preset (SPEC 4.5). Called by the driver.
@@ -88,6 +124,51 @@ comment on function prebuilds.create_prebuild(uuid) is
 'Creates one prebuild (workspace, start build 1, pending job) for an active preset that is still '
 'short of its desired size; returns the workspace id, or null when there is nothing to do any '
 'more.';
+
+-- >>> db/functions/write_fence_key.sql
+-- The write fence of a reconcile lock key: the same 64 bits as two int4 halves, which
+-- PostgreSQL keeps in a keyspace of its own (pg_locks.objsubid 2), so no new key is registered.
+-- Every action takes it shared; start_run takes it exclusive (see start_run, apply_action). The
+-- low half alone is also the class of the plan transactions' token locks (take_reconcile_lock).
+
+create function prebuilds.write_fence_key(p_key bigint, p_half int)
+returns int
+language sql
+immutable
+parallel safe
+set search_path = ''
+begin atomic
+    select (case when p_half = 1 then p_key >> 32 else p_key end)::bit(32)::int;
+end;
+
+comment on function prebuilds.write_fence_key(bigint, int) is
+'Half p_half (1: high, 2: low 32 bits) of the reconcile lock key, as the int4 pair of the write '
+'fence lock.';
+
+-- >>> db/functions/reconcile_lock_held.sql
+-- Does the plan transaction of a run still hold its lock? The reconciler's licence to write:
+-- called by start_run and apply_action before every write of a cycle. The plan transaction
+-- holds, besides the reconcile lock, an exclusive lock on a token of its own (a random int in
+-- the two-int keyspace, class: the low half of the key; see take_reconcile_lock). Asking for
+-- that token shared fails exactly while the plan transaction is alive: one lock-manager call,
+-- no scan of pg_locks, and no other reconciler (which has a token of its own) can pass for it.
+-- When it succeeds the caller raises, which releases it.
+
+create function prebuilds.reconcile_lock_held(p_key bigint, p_token int)
+returns bool
+language sql
+volatile
+set search_path = ''
+begin atomic
+    select not pg_catalog.pg_try_advisory_xact_lock_shared(
+        prebuilds.write_fence_key(p_key, 2), p_token
+    );
+end;
+
+comment on function prebuilds.reconcile_lock_held(bigint, int) is
+'True while the plan transaction that took lock p_key with token p_token is alive (its token '
+'lock cannot be shared); the licence every write of a run checks. Call it in a transaction '
+'that ends soon: when false it holds the token shared until then.';
 
 -- >>> db/grants/public.sql
 -- Nothing in schema prebuilds is callable by PUBLIC (SPEC 7): a role calls exactly the

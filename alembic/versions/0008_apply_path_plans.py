@@ -1,6 +1,7 @@
-"""create_prebuild runs its statements' cached generic plans (plan_cache_mode =
-force_generic_plan): its schedule lookup was planned afresh on every create (issue 9, apply
-throughput; bench/apply_pieces.py).
+"""The apply path's server time (issue 9, apply throughput; bench/apply_pieces.py):
+create_prebuild runs its cached generic plans (its schedule lookup was planned afresh on every
+create), write_fence_key and reconcile_lock_held lose a `set search_path` that kept them from
+being inlined, and count_prebuild_event becomes PL/pgSQL so PostgreSQL 15 caches its plan.
 
 Revision ID: 0008
 Revises: 0007
