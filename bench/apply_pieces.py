@@ -26,8 +26,10 @@ Variants (1,000 creates each, two connections, one autocommit transaction per cr
 CPU per create: the server's (every process of the postmaster, from /proc; the server must run on
 this machine) and this Python process's. On a 2-core machine that the client shares with the
 server, CPU per create bounds the rate more steadily than wall time, which other load moves.
-With ``--functions``, the server's per-function time (``track_functions = all``) of one driver
-run is printed too.
+With ``--protocol``, the CPU per ``apply_action`` call of each way of sending it (the driver's
+two-statement message with its timeouts, one statement simple or extended), in place on one
+connection. With ``--functions``, the server's per-function time (``track_functions = all``) of
+one driver run is printed too.
 """
 
 from __future__ import annotations
@@ -237,6 +239,60 @@ def driver_noop(url: str) -> tuple[float, int]:
     return result.apply_seconds, result.tally("applied")
 
 
+def backend_cpu(pid: int) -> float:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+#: How the driver's write could send an action: backend and client CPU per call of each, in place
+#: (the real apply_action creating prebuilds, one connection, one call after the other).
+CALL = (
+    "select a.outcome, a.workspace_id from prebuilds.apply_action("
+    "%(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s) as a"
+)
+SENDS: dict[str, Callable[[Any, dict[str, Any], cycle.Limits], Any]] = {
+    "extended, one statement": lambda c, p, lim: c.execute(CALL, p).fetchone(),
+    "simple, one statement": lambda c, p, lim: psycopg.ClientCursor(c).execute(CALL, p).fetchone(),
+    "driver: timeouts; call": lambda c, p, lim: cycle.write(c, "apply_action", lim, p),
+}
+
+
+def protocol_costs(server_url: str, template: str, repeat: int) -> dict[str, list[float]]:
+    """Backend and client CPU (µs) per apply_action call for each way in SENDS, interleaved."""
+    out: dict[str, list[float]] = {}
+    for _ in range(repeat):
+        for name, send in SENDS.items():
+            url = create_database(server_url, "bench_pieces_run", template)
+            limits = cycle.Limits()
+            try:
+                with cycle.Session(url) as session:
+                    conn, row = session._take_lock(limits)
+                    assert row and row[0]
+                    holder = cycle.LockHolder(locks.RECONCILE, row[1], row[2])
+                    plan = cycle.read_plan(conn)
+                    run_id = cycle.start_run(session._write_pool(), plan, 0.0, holder, limits)
+                    creates = [a for a in plan.actions if a.action == "create"]
+                    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as c:
+                        row = c.execute("select pg_backend_pid()").fetchone()
+                        assert row is not None
+                        for a in creates[:20]:  # warm: catalogue caches, PL/pgSQL plans
+                            send(c, cycle.action_params(run_id, a), limits)
+                        rest = creates[20:]
+                        s0, c0 = backend_cpu(row[0]), time.process_time()
+                        for a in rest:
+                            result = send(c, cycle.action_params(run_id, a), limits)
+                            assert result[0] == "applied", result
+                        server_us = (backend_cpu(row[0]) - s0) * 1e6 / len(rest)
+                        client_us = (time.process_time() - c0) * 1e6 / len(rest)
+                    conn.rollback()
+            finally:
+                drop_database(server_url, "bench_pieces_run")
+            out.setdefault(f"{name}: server", []).append(server_us)
+            out.setdefault(f"{name}: client", []).append(client_us)
+    return out
+
+
 def function_times(server_url: str, template: str) -> list[tuple[str, int, float, float]]:
     db = "bench_pieces_fn"
     url = create_database(server_url, db, template)
@@ -263,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated variant names")
     parser.add_argument("--functions", action="store_true")
+    parser.add_argument(
+        "--protocol", action="store_true", help="also: CPU per call of each way to send an action"
+    )
     args = parser.parse_args(argv)
     n = args.creates
     variants: dict[str, Callable[[str], tuple[float, int]]] = {
@@ -324,6 +383,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nserver self time per function, one driver run (track_functions = all)")
             for fn, calls, total, self_ in function_times(server_url, template):
                 print(f"  {fn:<45} {calls:>6} calls  total {total:>8.1f} ms  self {self_:>8.1f} ms")
+        if args.protocol:
+            print("\nCPU per apply_action call, one connection, in place (µs, p50 / min)")
+            for key, values in protocol_costs(server_url, template, args.repeat).items():
+                print(f"  {key:<38} {statistics.median(values):7.0f} / {min(values):7.0f}")
         drop_database(server_url, template)
     return 0
 
