@@ -273,18 +273,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = command(
         "run",
         cmd_run,
-        "reconcile in a loop, one cycle per interval (a service instead of cron)",
-        "Run a reconciliation cycle every --interval. SIGTERM or SIGINT stops it cleanly: the "
-        "action in flight finishes, no transaction is left open. When the database restarts the "
-        "loop logs it and retries until it is back.",
+        "reconcile as a service, woken by changes (instead of cron)",
+        "Run a reconciliation cycle within a quarter of a second of every commit that can change "
+        "the plan (claims, job completions, template, preset, schedule and settings changes: "
+        "LISTEN prebuilds_reconcile on a connection of its own), when the plan changes by the "
+        "clock alone (prebuilds.next_change_at: a TTL, a schedule, a backoff ending), and at "
+        "least every --interval. A burst of changes makes one cycle; cycles never overlap. When "
+        "notifications cannot arrive (PgBouncer in transaction mode, a broken listen connection) "
+        "it warns and cycles on the interval. SIGTERM or SIGINT stops it cleanly: the action in "
+        "flight finishes, no transaction is left open. When the database restarts the loop logs "
+        "it and retries until it is back.",
         queries=True,
     )
     run.add_argument(
         "--interval",
         type=parse_interval,
-        default=60.0,
+        default=300.0,
         metavar="DURATION",
-        help="time between cycle starts: 60s (default), 5m, 1h, …; "
+        help="resync period: the longest time between cycle starts when nothing wakes the loop "
+        "earlier: 5m (default), 60s, 1h, …; "
         f"{show_duration(INTERVAL_BOUNDS[0])} to {show_duration(INTERVAL_BOUNDS[1])}",
     )
     run.add_argument(
@@ -680,7 +687,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = StopFlag()
     stop.install()
     log.info(
-        "reconciling every %g s; SIGTERM or Ctrl-C stops after the action in flight",
+        "reconciling every %g s at least, and at once when woken by a change; SIGTERM or Ctrl-C "
+        "stops after the action in flight",
         args.interval,
         extra={"event": "started", "interval_s": args.interval},
     )

@@ -320,6 +320,59 @@ class Session:
                 "could not refresh metrics: %s", first_line(exc), extra={"event": "metrics_error"}
             )
 
+    def next_change_in(self) -> float | None:
+        """Seconds until the plan changes by the clock alone (``prebuilds.next_change_at``, on
+        the server's clock), read on the idle plan connection; None when nothing is due or the
+        read failed (logged: the loop then waits for a notification or the interval)."""
+        try:
+            conn = self._connection()
+            row = conn.execute(query("next_change")).fetchone()
+            conn.rollback()
+        except (CannotRun, psycopg.Error) as exc:
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            log.debug("reading next_change_at: %s", first_line(exc))
+            return None
+        return None if row is None or row[0] is None else max(float(row[0]), 0.0)
+
+    def wait_for_claims(self, timeout: float) -> bool:
+        """Before a loop's cycle: wait (at most ``timeout`` seconds) until the claims in flight
+        have ended, in a transaction of its own on the plan connection, so the cycle's snapshot
+        sees every claim whose notification another claim sent (``prebuilds.notify_claim``).
+        False when the wait timed out or failed: the caller cycles again shortly."""
+        try:
+            conn = self._connection()
+            row = conn.execute(
+                query("wait_for_claims"), {"timeout_ms": max(1, round(timeout * 1000))}
+            ).fetchone()
+            conn.rollback()
+        except (CannotRun, psycopg.Error) as exc:
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            elif self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.rollback()
+            log.debug("waiting for claims in flight: %s", first_line(exc))
+            return False
+        return bool(row and row[0])
+
+    def send_probe(self, token: str) -> bool:
+        """The listen self-test's notification (driver/wake.py), sent and committed on the
+        plan connection (no extra connection); False when it could not be sent."""
+        try:
+            conn = self._connection()
+            conn.execute(query("probe_notify"), {"token": token})
+            conn.commit()
+        except (CannotRun, psycopg.Error) as exc:
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            elif self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.rollback()
+            log.debug("sending the listen self-test: %s", first_line(exc))
+            return False
+        return True
+
     def _write_pool(self) -> ConnectionPool[Any]:
         if self._pool is None:
             self._pool = open_write_pool(self.url)
@@ -618,9 +671,14 @@ def finish_run(
                 {"run_id": run_id, "status": status, "failed": failed, "error": error},
             )
             row = conn.execute(query("prune_runs")).fetchone()
-            pruned = row[0] if row else 0
+            pruned, pruned_claim_stats = row if row else (0, 0)
             if pruned:
                 log.debug("pruned %s runs older than settings.run_retention", pruned)
+            if pruned_claim_stats:
+                log.debug(
+                    "pruned %s claim_stats rows older than settings.claim_stats_retention",
+                    pruned_claim_stats,
+                )
 
     try:
         twice(record, pause=0.5)

@@ -40,6 +40,15 @@ class PresetMetricsRow:
     blocked_reason: str | None
 
 
+@dataclass(frozen=True)
+class PresetClaimsRow:
+    organization_name: str
+    template_name: str
+    preset_name: str
+    hits: int
+    misses: int
+
+
 @dataclass
 class Snapshot:
     presets: list[PresetMetricsRow] = field(default_factory=list)
@@ -48,6 +57,7 @@ class Snapshot:
     claimed: int = 0
     #: Unix time the last cycle without failures finished, by any driver (None: never).
     last_success: float | None = None
+    claims: list[PresetClaimsRow] = field(default_factory=list)
 
 
 class DatabaseCollector(Collector):
@@ -99,6 +109,17 @@ class DatabaseCollector(Collector):
             ("claimed", snap.claimed, "Prebuilds claimed by people, lifetime."),
         ):
             yield CounterMetricFamily(f"prebuilds_{name}", help_text, value=value)
+        claims_family = CounterMetricFamily(
+            "prebuilds_preset_claims",
+            "Calls of claim_prebuild per preset over the deployment's lifetime, by result: hit "
+            "(a prebuild was handed over) or miss (none was eligible).",
+            labels=[*PRESET_LABELS, "result"],
+        )
+        for claims in snap.claims:
+            names = [claims.organization_name, claims.template_name, claims.preset_name]
+            claims_family.add_metric([*names, "hit"], claims.hits)
+            claims_family.add_metric([*names, "miss"], claims.misses)
+        yield claims_family
         yield GaugeMetricFamily(
             "prebuilds_reconcile_last_success_timestamp_seconds",
             "Unix time at which the last cycle without failures finished, whichever driver ran "
@@ -132,6 +153,19 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.wakeups = Counter(
+            "prebuilds_reconcile_wakeups",
+            "Times prebuilds run woke for a cycle, by reason (notification, next_change_at, "
+            "interval).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "prebuilds_reconcile_notifications",
+            "Notifications on prebuilds_reconcile received by prebuilds run (a burst wakes it "
+            "once).",
+            registry=self.registry,
+        )
         self.lock_busy = Gauge(
             "prebuilds_reconcile_lock_busy",
             "1 when the last cycle found another reconciler holding the lock.",
@@ -153,18 +187,24 @@ class Metrics:
         for outcome in result.outcomes:
             self.actions.labels(outcome.action.action, outcome.outcome).inc()
 
+    def observe_wakeup(self, reason: str, notifications: int) -> None:
+        self.wakeups.labels(reason).inc()
+        self.notifications.inc(notifications)
+
     def observe_error(self) -> None:
         self.cycles.labels("error").inc()
 
     def refresh(self, conn: psycopg.Connection[Any]) -> None:
-        """Read pool state, lifetime counters and the last successful cycle (one transaction,
-        two statements)."""
+        """Read pool state, lifetime counters, claims per preset and the last successful cycle
+        (one transaction, three statements)."""
         with conn.transaction(), conn.cursor(row_factory=class_row(PresetMetricsRow)) as cur:
             presets = cur.execute(query("metrics_presets")).fetchall()
             counters = conn.execute(query("metrics_counters")).fetchone()
+            with conn.cursor(row_factory=class_row(PresetClaimsRow)) as claims_cur:
+                claims = claims_cur.execute(query("metrics_claims")).fetchall()
         assert counters is not None
         created, failed, claimed, last_success = counters
-        self.database.snapshot = Snapshot(presets, created, failed, claimed, last_success)
+        self.database.snapshot = Snapshot(presets, created, failed, claimed, last_success, claims)
 
     def write_textfile(self, path: str) -> None:
         """Atomically replace ``path`` (a temporary file renamed over it)."""

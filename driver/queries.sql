@@ -67,6 +67,31 @@ from (
 where not coalesce(p.deferred, false)
 order by p.seq;
 
+-- name: next_change
+-- `prebuilds run`, after a cycle, on the idle plan connection: how long until the plan changes by
+-- the clock alone (SPEC 6.1), measured on the server's clock; null when nothing is due.
+select extract(epoch from prebuilds.next_change_at(now()) - now())::float8 as seconds;
+
+-- name: wait_for_claims
+-- `prebuilds run`, before each cycle's plan transaction, in a transaction of its own on the plan
+-- connection: the claims in flight end first (see prebuilds.notify_claim).
+select prebuilds.wait_for_claims(%(timeout_ms)s) as waited;
+
+-- name: listen
+-- `prebuilds run`'s own listen connection (driver/wake.py): the loop's wake-up call, and the
+-- channel of its self-test.
+listen prebuilds_reconcile;
+listen prebuilds_reconcile_probe;
+
+-- name: unlisten
+-- Before closing a listen connection whose self-test failed (a pooler may hand its server
+-- connection on).
+unlisten *;
+
+-- name: probe_notify
+-- The listen self-test, sent on the plan connection: it must arrive on the listen connection.
+select pg_notify('prebuilds_reconcile_probe', %(token)s) as sent;
+
 -- name: schema_revision
 -- Only for commands that do not read a plan (the demo's setup); cycles use read_plan.
 select version_num as schema_revision from alembic_version;
@@ -152,8 +177,11 @@ from prebuilds.acquire_job(%(worker_id)s);
 select prebuilds.heartbeat_job(%(job_id)s) as alive;
 
 -- name: prune_runs
--- Retention (settings.run_retention): the oldest expired cycles, a bounded batch per cycle.
-select prebuilds.prune_runs() as pruned;
+-- Retention: the oldest expired cycles (settings.run_retention) and claim counts
+-- (settings.claim_stats_retention), a bounded batch of each per cycle.
+select
+    prebuilds.prune_runs() as pruned,
+    prebuilds.prune_claim_stats() as pruned_claim_stats;
 
 -- name: metrics_presets
 select
@@ -181,6 +209,23 @@ select
         where r.status in ('succeeded', 'paused')
     ) as last_success
 from prebuilds.preset_counters as c;
+
+-- name: metrics_claims
+-- Lifetime claims per preset and result (hit, miss), summed over shards, for every preset ever
+-- claimed from; by name, as the pool gauges.
+select
+    o.name as organization_name,
+    t.name as template_name,
+    p.name as preset_name,
+    sum(c.claimed)::bigint as hits,
+    sum(c.missed)::bigint as misses
+from prebuilds.preset_counters as c
+inner join prebuilds.presets as p on c.preset_id = p.id
+inner join prebuilds.template_versions as v on p.template_version_id = v.id
+inner join prebuilds.templates as t on v.template_id = t.id
+inner join prebuilds.organizations as o on t.organization_id = o.id
+group by o.name, t.name, p.name
+having sum(c.claimed) + sum(c.missed) > 0;
 
 -- name: blocked_presets
 -- Pools whose creates are held back, for `plan` and for the summary of a cycle with no work.
@@ -217,7 +262,15 @@ select
     hard_limited,
     blocked_reason,
     creates_planned,
-    schedule_note
+    schedule_note,
+    claims_last_hour,
+    misses_last_hour,
+    demand,
+    desired_reason,
+    -- Percent of the last hour's claims that got a prebuild; null without claims.
+    round(
+        100.0 * claims_last_hour / nullif(claims_last_hour + misses_last_hour, 0), 1
+    )::float8 as hit_rate_last_hour
 from prebuilds.preset_state
 where
     (%(organization)s::text is null or organization_name = %(organization)s)

@@ -104,6 +104,7 @@ STATUS_COLUMNS = (
     ("blocked_reason", "BLOCKED"),
     ("is_active", "ACTIVE"),
     ("desired", "DESIRED"),
+    ("demand", "DEMAND"),
     ("actual", "RUNNING"),
     ("eligible", "ELIGIBLE"),
     ("expired", "EXPIRED"),
@@ -114,17 +115,31 @@ STATUS_COLUMNS = (
     ("pending_cancelable", "TO_CANCEL"),
     ("failures", "FAILURES"),
     ("backoff_until", "BACKOFF_UNTIL"),
+    ("claims_last_hour", "CLAIMS_1H"),
+    ("misses_last_hour", "MISSES_1H"),
+    ("hit_rate_last_hour", "HIT_RATE_1H"),
     ("schedule_note", "SCHEDULE"),
+    ("desired_reason", "WHY_DESIRED"),
 )
 
 _RED, _YELLOW, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[0m"
+
+
+def _status_cell(row: dict[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if column == "hit_rate_last_hour" and value is not None:
+        return f"{value:g}%"
+    return value
 
 
 def format_status(rows: Sequence[dict[str, Any]], *, color: bool = False) -> str:
     """preset_state as a table; BLOCKED comes right after the names so it is seen first."""
     if not rows:
         return "no preset under consideration (no active pools, nothing to clean up)"
-    text = table([h for _, h in STATUS_COLUMNS], [[r[c] for c, _ in STATUS_COLUMNS] for r in rows])
+    text = table(
+        [h for _, h in STATUS_COLUMNS],
+        [[_status_cell(r, c) for c, _ in STATUS_COLUMNS] for r in rows],
+    )
     if not color:
         return text
     lines = text.splitlines()

@@ -219,11 +219,14 @@ def test_sigterm_during_a_cycle_finishes_the_action_in_flight_and_leaves_nothing
             lambda: count(conn, "select count(*) from prebuilds.reconciliation_action_log") >= 5,
             "five applied actions",
         )
-        # While it applies: the lock connection and at most two write connections, and a write
-        # connection is never left inside a transaction.
+        # While it applies: the lock connection and at most two write connections (and the
+        # loop's listen connection, SPEC 6.1), and a write connection is never left inside a
+        # transaction.
         for _ in range(5):
             sessions = driver_sessions(conn)
-            assert len(sessions) <= 3, sessions
+            cycle_sessions = [x for x in sessions if x[0] != "prebuilds-reconciler-listen"]
+            assert len(cycle_sessions) <= 3, sessions
+            assert len(sessions) - len(cycle_sessions) <= 1, sessions
             assert ("prebuilds-reconciler-write", "idle in transaction") not in sessions
             time.sleep(0.02)
         signalled = time.monotonic()
@@ -517,12 +520,22 @@ def test_run_keeps_its_connections_between_cycles_and_replaces_a_dead_one(
             ).fetchall()
         ]
         assert len(set(pids)) == 1, pids
+        # The plan connection and the write pool (at most 3), and the listen connection.
         sessions = count(
             conn,
             "select count(*) from pg_stat_activity where datname = current_database() "
-            "and application_name like 'prebuilds-%%'",
+            "and application_name like 'prebuilds-%%' "
+            "and application_name <> 'prebuilds-reconciler-listen'",
         )
         assert sessions <= 3
+        assert (
+            count(
+                conn,
+                "select count(*) from pg_stat_activity where datname = current_database() "
+                "and application_name = 'prebuilds-reconciler-listen'",
+            )
+            == 1
+        )
         # The server ends the kept plan connection between cycles: the next cycle reconnects.
         conn.execute("select pg_terminate_backend(%s, 5000)", (pids[0],))
         seen = len(pids)

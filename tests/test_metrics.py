@@ -169,6 +169,8 @@ def test_metrics_file_holds_pools_blocked_reasons_and_lifetime_counters(
     alice: UUID = scalar(conn, "select fixture.user('alice')")
     claim(conn, api, alice, "alice-api")
     claim(conn, web, alice, "alice-web")
+    # web has no eligible prebuild left: a miss (SPEC 6.2).
+    assert scalar(conn, "select prebuilds.claim_prebuild(%s, %s, 'x')", (web, alice)) is None
 
     with path.open() as old:
         proc = run_cli("reconcile", "--metrics-file", str(path), url=db_url)
@@ -199,6 +201,19 @@ def test_metrics_file_holds_pools_blocked_reasons_and_lifetime_counters(
     }
     assert pool(second, "broken")["blocked_hard_limited"] == 1
     assert counters(second) == (4, 1, 2)
+    claims = {
+        (preset_name, result): value(
+            second,
+            "prebuilds_preset_claims_total",
+            organization="acme",
+            template=preset_name,
+            preset="default",
+            result=result,
+        )
+        for preset_name in ("web", "api")
+        for result in ("hit", "miss")
+    }
+    assert claims == {("web", "hit"): 1, ("web", "miss"): 1, ("api", "hit"): 1, ("api", "miss"): 0}
     assert counters(second) == real_events(conn, alice)
     assert value(second, "prebuilds_reconcile_lock_busy") == 0
     assert (

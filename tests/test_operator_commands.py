@@ -249,7 +249,8 @@ def test_status_filters_narrow_the_rows_and_json_has_the_preset_state_columns(
         [("acme", "web", "small")],
     ]
     everything = json.loads(results[0].stdout)
-    assert all(list(row) == columns for row in everything)
+    # preset_state's columns, and the last hour's hit rate computed from two of them.
+    assert all(list(row) == [*columns, "hit_rate_last_hour"] for row in everything)
     small = by_name(everything)["acme", "web", "small"]
     assert small["preset_id"] == str(web)
     assert (small["desired"], small["actual"], small["is_active"]) == (2, 0, True)

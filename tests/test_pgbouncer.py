@@ -294,6 +294,53 @@ def test_driver_loops_through_pgbouncer_take_turns(
     )
 
 
+# --- woken by changes (SPEC 6.1) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_run_through_pgbouncer_listens_in_session_mode_and_falls_back_in_transaction_mode(
+    conn: Conn, db_url: str, pgbouncer_url: BouncerUrl, mode: str
+) -> None:
+    """Session mode: the listen connection holds its server connection, the self-test passes and
+    a claim wakes the loop at once. Transaction mode: notifications cannot reach it; the
+    self-test says so in a warning and the loop keeps cycling on the interval."""
+    from tests.test_loop import LiveCli
+
+    (preset,) = active_presets(conn, "wake-", 1, 3)
+    running_prebuilds(conn, preset, 3)
+    alice = scalar(conn, "select fixture.user('alice')")
+    url = pgbouncer_url(db_url, mode)
+    interval = "300s" if mode == "session" else "1s"
+    with LiveCli("run", "--interval", interval, url=url) as loop:
+        loop.wait_for(
+            lambda: scalar(conn, "select count(*) from prebuilds.reconciliation_runs") >= 1,
+            "the first cycle",
+        )
+        if mode == "session":
+            loop.wait_for_line(loop.stdout, "listening on prebuilds_reconcile")
+            time.sleep(0.3)
+            before = scalar(conn, "select count(*) from prebuilds.reconciliation_runs")
+            assert scalar(conn, "select prebuilds.claim_prebuild(%s, %s, 'x')", (preset, alice))
+            loop.wait_for(
+                lambda: scalar(conn, "select count(*) from prebuilds.reconciliation_runs") > before,
+                "a cycle woken by the claim",
+                timeout=5,
+            )
+        else:
+            warning = loop.wait_for_line(loop.stderr, "self-test notification did not arrive")
+            assert "transaction mode" in warning
+            assert not any("listening on" in line for line in loop.stdout)
+            before = scalar(conn, "select count(*) from prebuilds.reconciliation_runs")
+            loop.wait_for(
+                lambda: (
+                    scalar(conn, "select count(*) from prebuilds.reconciliation_runs") >= before + 2
+                ),
+                "cycles on the interval",
+                timeout=10,
+            )
+        assert loop.stop() == 0
+
+
 # --- the demo --------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ GROUPS = ("prebuilds_reader", "prebuilds_reconciler", "prebuilds_platform", "pre
 READ = (
     "preset_state_at(timestamp with time zone)",
     "reconciliation_actions_at(timestamp with time zone)",
+    "next_change_at(timestamp with time zone)",
 )
 
 #: Every function each group role may call, and nothing else (SPEC 7).
@@ -42,6 +43,8 @@ FUNCTIONS = {
         "finish_run(bigint,text,integer,text)",
         "log_actions(bigint,jsonb)",
         "prune_runs()",
+        "prune_claim_stats()",
+        "wait_for_claims(integer)",
     },
     "prebuilds_platform": {
         *READ,
@@ -70,6 +73,7 @@ READABLE = {
     "template_versions",
     "presets",
     "preset_schedules",
+    "claim_stats",
     "settings",
     "reconciliation_runs",
     "reconciliation_action_log",

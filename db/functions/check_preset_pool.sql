@@ -21,6 +21,25 @@ begin
         v_problem := format(
             'ttl_seconds must be null or 0 (no TTL), or at least 60 (got %s)', new.ttl_seconds
         );
+    elsif new.max_instances not between 0 and 10000 then
+        v_problem := format(
+            'max_instances must be between 0 and 10000, or null for no demand sizing (got %s)',
+            new.max_instances
+        );
+    elsif new.min_instances not between 0 and 10000 then
+        v_problem := format(
+            'min_instances must be between 0 and 10000, or null (got %s)', new.min_instances
+        );
+    elsif new.min_instances is not null and new.max_instances is null then
+        v_problem := format(
+            'min_instances (%s) needs max_instances: demand sizing is on only with a maximum',
+            new.min_instances
+        );
+    elsif new.min_instances > new.max_instances then
+        v_problem := format(
+            'min_instances (%s) must not exceed max_instances (%s)',
+            new.min_instances, new.max_instances
+        );
     end if;
     if v_problem is not null then
         raise exception 'invalid preset %: %', quote_literal(left(new.name, 60)), v_problem

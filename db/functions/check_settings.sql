@@ -30,6 +30,19 @@ begin
             'max_actions_per_cycle must be between 1 and 100000 (got %s)',
             new.max_actions_per_cycle
         );
+    elsif new.claim_stats_retention < interval '1 hour' then
+        v_problem := format(
+            'claim_stats_retention must be at least 1 hour (got %s)', new.claim_stats_retention
+        );
+    elsif new.demand_window not between interval '1 minute' and interval '7 days' then
+        v_problem := format(
+            'demand_window must be between 1 minute and 7 days (got %s)', new.demand_window
+        );
+    elsif new.default_build_time not between interval '1 second' and interval '1 day' then
+        v_problem := format(
+            'default_build_time must be between 1 second and 1 day (got %s)',
+            new.default_build_time
+        );
     end if;
     if v_problem is not null then
         raise exception 'invalid setting: %', v_problem

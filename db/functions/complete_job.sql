@@ -1,5 +1,6 @@
 -- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
 -- deleted, which removes it from the live prebuilds. Used by the simulated provisioner and tests.
+-- The completion of a prebuild's or a claim's job notifies the reconciler loops (SPEC 6.1).
 
 create function prebuilds.complete_job(p_job_id uuid, p_error text default null)
 returns bool
@@ -34,6 +35,11 @@ begin
     elsif v_status = 'failed' and v_transition = 'start' and v_preset_id is not null
           and v_initiator_id = prebuilds.system_user_id() then
         perform prebuilds.count_prebuild_event(v_preset_id, 'failed');
+    end if;
+    -- The end of a prebuild's job, or of a claim's (a build with a preset), can change the plan
+    -- (SPEC 6.1); people's other jobs cannot.
+    if v_preset_id is not null or v_initiator_id = prebuilds.system_user_id() then
+        perform prebuilds.notify_reconcile('job ' || p_job_id || ' ' || v_status);
     end if;
     return true;
 end;

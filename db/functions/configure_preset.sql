@@ -1,7 +1,8 @@
 -- Change a preset's pool settings without publishing a version (SPEC 7): desired_instances,
--- ttl_seconds, scheduling_timezone, schedules. Keys not given are left alone, JSON null clears,
--- schedules given replace the preset's schedules. The same validation and messages as
--- publish_template_version; an error changes nothing. Called by the platform.
+-- ttl_seconds, scheduling_timezone, schedules, min_instances, max_instances. Keys not given are
+-- left alone, JSON null clears, schedules given replace the preset's schedules. The same
+-- validation and messages as publish_template_version; an error changes nothing. Called by the
+-- platform.
 
 create function prebuilds.configure_preset(p_preset_id uuid, p_pool jsonb)
 returns void
@@ -27,7 +28,8 @@ $$;
 
 comment on function prebuilds.configure_preset(uuid, jsonb) is
 'Sets the pool settings given in p_pool (desired_instances, ttl_seconds, scheduling_timezone, '
-'schedules) of preset p_preset_id; keys not given are left alone, null clears.';
+'schedules, min_instances, max_instances) of preset p_preset_id; keys not given are left alone, '
+'null clears.';
 
 revoke execute on function prebuilds.configure_preset(uuid, jsonb) from public;
 grant execute on function prebuilds.configure_preset(uuid, jsonb) to prebuilds_platform;

@@ -12,22 +12,24 @@ volatile
 set search_path = ''
 as $$
 begin
-    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed)
+    insert into prebuilds.preset_counters as c (preset_id, shard, created, failed, claimed, missed)
     values (
         p_preset_id,
         pg_catalog.pg_backend_pid() % 16,
         (p_event = 'created')::int,
         (p_event = 'failed')::int,
-        (p_event = 'claimed')::int
+        (p_event = 'claimed')::int,
+        (p_event = 'missed')::int
     )
     on conflict (preset_id, shard) do update
         set
             created = c.created + excluded.created,
             failed = c.failed + excluded.failed,
-            claimed = c.claimed + excluded.claimed;
+            claimed = c.claimed + excluded.claimed,
+            missed = c.missed + excluded.missed;
 end;
 $$;
 
 comment on function prebuilds.count_prebuild_event(uuid, text) is
-'Internal: increments preset_counters.<p_event> (created, failed or claimed) for a preset, in '
-'the shard row of the calling backend.';
+'Internal: increments preset_counters.<p_event> (created, failed, claimed or missed) for a '
+'preset, in the shard row of the calling backend.';

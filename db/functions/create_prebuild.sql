@@ -2,9 +2,9 @@
 -- Re-checks, under a lock on the preset row, that the preset is still active and still short;
 -- the check reads only this preset's live prebuilds, so a create costs about its inserts.
 -- Its statements always run their cached generic plans (plan_cache_mode below): with PL/pgSQL's
--- default choice the schedule lookup, whose plan for one call looks cheaper than the generic one
--- once the time zone is folded in, was planned afresh on every create, 0.2-0.4 ms of a create's
--- ~0.7 ms of server time (bench/apply_pieces.py, README "Applying actions").
+-- default choice the pool-size lookup (schedules), whose plan for one call looks cheaper than the
+-- generic one once the time zone is folded in, was planned afresh on every create, 0.2-0.4 ms of
+-- a create's ~0.7 ms of server time (bench/apply_pieces.py, README "Applying actions").
 
 create function prebuilds.create_prebuild(p_preset_id uuid)
 returns uuid
@@ -51,11 +51,13 @@ begin
               w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
           or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
       );
-    if v_have >= coalesce(
-        (select s.desired from prebuilds.preset_schedule_at(
-            p_preset_id, v_preset.scheduling_timezone, now()) as s),
-        v_preset.desired_instances,
-        0
+    -- The pool's size as the plan computes it (schedule, desired_instances, demand).
+    if v_have >= (
+        select s.desired
+        from prebuilds.pool_size_at(
+            p_preset_id, v_preset.desired_instances, v_preset.min_instances,
+            v_preset.max_instances, v_preset.scheduling_timezone, true, now()
+        ) as s
     ) then
         return null;
     end if;

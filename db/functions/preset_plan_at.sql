@@ -35,6 +35,8 @@ returns table (
     creates_reason text,
     backoff_reason text,
     schedule_note text,
+    demand int,
+    desired_reason text,
     work prebuilds.planned_work[]
 )
 language sql
@@ -103,6 +105,7 @@ begin atomic
             and not t.deprecated
             and (
                 p.desired_instances is not null
+                or p.max_instances is not null
                 or exists (
                     select from prebuilds.preset_schedules as ps
                     where ps.preset_id = p.id
@@ -126,12 +129,14 @@ begin atomic
             d.last_invalidated_at,
             d.failures_reset_at,
             d.is_active,
-            d.is_active and (d.desired_instances is not null or hs.has_schedules) as has_pool,
-            case
-                when d.is_active then coalesce(sched.desired, d.desired_instances, 0)
-                else 0
-            end as desired,
-            sched.note as schedule_note,
+            d.is_active
+            and (
+                d.desired_instances is not null or d.max_instances is not null or hs.has_schedules
+            ) as has_pool,
+            case when d.is_active then size.desired else 0 end as desired,
+            size.schedule_note,
+            size.demand,
+            size.desired_reason as size_reason,
             case
                 when d.template_deleted then 'template ' || d.template_name || ' deleted'
                 when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
@@ -153,6 +158,8 @@ begin atomic
                     v.name as template_version_name,
                     p.name as preset_name,
                     p.desired_instances,
+                    p.min_instances,
+                    p.max_instances,
                     p.ttl_seconds,
                     p.last_invalidated_at,
                     p.failures_reset_at,
@@ -181,16 +188,21 @@ begin atomic
                     where s.preset_id = d.preset_id
                 ) as has_schedules
             ) as hs
-        -- The schedule in force (SPEC 4.3), looked up only for active presets that have one.
+        -- The pool's size (SPEC 4.2, 4.3, 6.3), computed only for active presets.
         left join lateral (
             select
                 ps.desired,
-                ps.note
-            from prebuilds.preset_schedule_at(d.preset_id, d.scheduling_timezone, p_now) as ps
-            where d.is_active and hs.has_schedules
+                ps.demand,
+                ps.desired_reason,
+                ps.schedule_note
+            from prebuilds.pool_size_at(
+                    d.preset_id, d.desired_instances, d.min_instances, d.max_instances,
+                    d.scheduling_timezone, hs.has_schedules, p_now
+                ) as ps
+            where d.is_active
             -- Keeps the condition a gate in front of the call (not a filter after it).
             offset 0  -- noqa: AM09
-        ) as sched on true
+        ) as size on true
     ),
 
     -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
@@ -424,6 +436,11 @@ begin atomic
                     || to_char(wn.backoff_until, 'YYYY-MM-DD HH24:MI:SSOF')
         end as backoff_reason,
         wn.schedule_note,
+        wn.demand,
+        case
+            when wn.is_active then wn.size_reason
+            else 'inactive: ' || wn.inactive_reason
+        end as desired_reason,
         coalesce(wk.work, '{}') as work
     from wanted as wn
     left join allowed as a on wn.preset_id = a.preset_id

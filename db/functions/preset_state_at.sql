@@ -1,6 +1,7 @@
 -- "Why is my pool not being filled?": one row per preset under consideration at p_now (SPEC 3).
 -- Operators read it through the view preset_state; tests call it with fixed instants.
 -- PL/pgSQL for its cached plan, with preset_plan_at inlined (see reconciliation_actions_at).
+-- The plan columns come from preset_plan_at; the claim counts from claim_stats.
 
 create function prebuilds.preset_state_at(p_now timestamptz)
 returns table (
@@ -24,7 +25,11 @@ returns table (
     hard_limited bool,
     blocked_reason text,
     creates_planned int,
-    schedule_note text
+    schedule_note text,
+    demand int,
+    desired_reason text,
+    claims_last_hour int,
+    misses_last_hour int
 )
 language plpgsql
 stable
@@ -57,8 +62,24 @@ begin
             pp.hard_limited,
             pp.blocked_reason,
             pp.creates,
-            pp.schedule_note
+            pp.schedule_note,
+            pp.demand,
+            pp.desired_reason,
+            cs.hits,
+            cs.misses
         from prebuilds.preset_plan_at(p_now) as pp
+        -- Claims in the hour before p_now (SPEC 6.2): the minute buckets that started in it,
+        -- found through claim_stats' primary key.
+        cross join lateral (
+            select
+                coalesce(sum(c.hits), 0)::int as hits,
+                coalesce(sum(c.misses), 0)::int as misses
+            from prebuilds.claim_stats as c
+            where
+                c.preset_id = pp.preset_id
+                and c.bucket > p_now - interval '1 hour'
+                and c.bucket <= p_now
+        ) as cs
         order by
             pp.organization_name, pp.template_name, pp.template_version_name, pp.preset_name,
             pp.preset_id;
@@ -67,7 +88,7 @@ $$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
 'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
-'and why creates are blocked.';
+'and why creates are blocked; claims and misses in the last hour.';
 
 -- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
 revoke execute on function prebuilds.preset_state_at(timestamptz) from public;

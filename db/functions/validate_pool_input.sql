@@ -12,7 +12,8 @@ set search_path = ''
 as $$
 declare
     v_pool_keys constant text[] := array[
-        'desired_instances', 'ttl_seconds', 'scheduling_timezone', 'schedules'
+        'desired_instances', 'ttl_seconds', 'scheduling_timezone', 'schedules',
+        'min_instances', 'max_instances'
     ];
     v_version_keys constant text[] := array['name', 'parameters'];
     v_allowed text[] := case when p_publishing then v_version_keys else '{}' end || v_pool_keys;
@@ -30,9 +31,7 @@ begin
     end if;
     if v_problem is null then
         for v_key in select k from jsonb_object_keys(p_pool) as k order by k loop
-            if v_key in ('min_instances', 'max_instances') then
-                v_problem := format('%s is not supported yet (SPEC §6.3)', v_key);
-            elsif v_key = any(v_version_keys) and not p_publishing then
+            if v_key = any(v_version_keys) and not p_publishing then
                 v_problem := format(
                     '%s cannot be changed: versions are immutable (publish a new version)', v_key
                 );
@@ -60,7 +59,9 @@ begin
         end if;
     end if;
     if v_problem is null then
-        foreach v_key in array array['desired_instances', 'ttl_seconds'] loop
+        foreach v_key in array array[
+            'desired_instances', 'ttl_seconds', 'min_instances', 'max_instances'
+        ] loop
             v_value := p_pool -> v_key;
             if jsonb_typeof(v_value) <> 'null' and (
                 jsonb_typeof(v_value) <> 'number' or v_value::text::numeric % 1 <> 0

@@ -21,7 +21,7 @@ begin
     select quote_literal(left(p.name, 60)) into strict v_label
     from prebuilds.presets as p where p.id = p_preset_id;
 
-    if p_pool ? 'desired_instances' or p_pool ? 'ttl_seconds' then
+    if p_pool ?| array['desired_instances', 'ttl_seconds', 'min_instances', 'max_instances'] then
         -- presets_check_pool names the preset and the column.
         update prebuilds.presets as p
         set
@@ -32,6 +32,14 @@ begin
             ttl_seconds = case
                 when p_pool ? 'ttl_seconds' then (p_pool ->> 'ttl_seconds')::int
                 else p.ttl_seconds
+            end,
+            min_instances = case
+                when p_pool ? 'min_instances' then (p_pool ->> 'min_instances')::int
+                else p.min_instances
+            end,
+            max_instances = case
+                when p_pool ? 'max_instances' then (p_pool ->> 'max_instances')::int
+                else p.max_instances
             end
         where p.id = p_preset_id;
     end if;

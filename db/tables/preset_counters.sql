@@ -1,7 +1,8 @@
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
 -- and cost a few rows per preset to read (not a scan of build history). Incremented by
--- create_prebuild, claim_prebuild and complete_job through count_prebuild_event, each into the
--- shard of its backend: concurrent claims of one preset would otherwise queue on one row.
+-- create_prebuild, claim_prebuild (claims and misses) and complete_job through
+-- count_prebuild_event, each into the shard of its backend: concurrent claims of one preset would
+-- otherwise queue on one row.
 
 create table prebuilds.preset_counters (
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,
@@ -9,6 +10,7 @@ create table prebuilds.preset_counters (
     failed bigint not null default 0 check (failed >= 0),
     claimed bigint not null default 0 check (claimed >= 0),
     shard smallint not null default 0 check (shard between 0 and 15),
+    missed bigint not null default 0 check (missed >= 0),
     primary key (preset_id, shard)
 );
 
@@ -24,6 +26,8 @@ comment on column prebuilds.preset_counters.claimed is
 comment on column prebuilds.preset_counters.shard is
 'pg_backend_pid() % 16 of the backends that counted into this row: spreads concurrent claims of '
 'one preset over rows. Meaningless on its own; a preset''s count is the sum over its shards.';
+comment on column prebuilds.preset_counters.missed is
+'Calls of claim_prebuild that found no eligible prebuild.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.preset_counters

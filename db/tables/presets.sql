@@ -13,7 +13,12 @@ create table prebuilds.presets (
     failures_reset_at timestamptz,
     created_at timestamptz not null default now(),
     parameters jsonb not null default '{}' check (jsonb_typeof(parameters) = 'object'),
-    unique (template_version_id, name)
+    min_instances int check (min_instances between 0 and 10000),
+    max_instances int check (max_instances between 0 and 10000),
+    unique (template_version_id, name),
+    constraint presets_min_max_instances_check check (
+        min_instances is null or (max_instances is not null and min_instances <= max_instances)
+    )
 );
 
 comment on table prebuilds.presets is
@@ -40,6 +45,12 @@ comment on column prebuilds.presets.created_at is 'When the preset was created.'
 comment on column prebuilds.presets.parameters is
 'What the provisioner builds: the preset''s parameter values, a JSON object (SPEC 7). Immutable '
 'once published, like the version.';
+
+comment on column prebuilds.presets.min_instances is
+'Demand sizing (SPEC 6.3): the pool never shrinks below this; needs max_instances, at most it.';
+comment on column prebuilds.presets.max_instances is
+'Demand sizing (SPEC 6.3): set, the pool follows demand (claims in settings.demand_window × the '
+'median build time) up to this many, and never below desired_instances or the schedule in force.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.presets

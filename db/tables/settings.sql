@@ -13,7 +13,13 @@ create table prebuilds.settings (
     run_retention interval not null default '30 days'
     check (run_retention >= interval '1 hour'),
     max_actions_per_cycle int not null default 1000
-    check (max_actions_per_cycle between 1 and 100000)
+    check (max_actions_per_cycle between 1 and 100000),
+    claim_stats_retention interval not null default '7 days'
+    check (claim_stats_retention >= interval '1 hour'),
+    demand_window interval not null default '1 hour'
+    check (demand_window between interval '1 minute' and interval '7 days'),
+    default_build_time interval not null default '10 minutes'
+    check (default_build_time between interval '1 second' and interval '1 day')
 );
 
 comment on table prebuilds.settings is
@@ -34,6 +40,14 @@ comment on column prebuilds.settings.run_retention is
 comment on column prebuilds.settings.max_actions_per_cycle is
 'A cycle applies at most this many actions (cancels, deletes, creates); the rest wait for the '
 'next cycle, so no plan holds the lock for long.';
+comment on column prebuilds.settings.claim_stats_retention is
+'claim_stats buckets older than this are pruned by the driver.';
+comment on column prebuilds.settings.demand_window is
+'Demand sizing (SPEC 6.3): the claims (hits and misses) of this window before now estimate the '
+'claim rate; 1 minute to 7 days.';
+comment on column prebuilds.settings.default_build_time is
+'Demand sizing (SPEC 6.3): the build time assumed for a preset with no successful prebuild in the '
+'last 24 hours; 1 second to 1 day.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.settings

@@ -14,6 +14,12 @@ create table prebuilds.workspace_builds (
     unique (workspace_id, build_number)
 );
 
+-- A preset's prebuild starts by time: demand sizing (SPEC 6.3) takes the median build time of the
+-- last 24 hours from a range of this index, never from the history of other presets.
+create index workspace_builds_prebuild_starts_idx
+on prebuilds.workspace_builds (preset_id, created_at)
+where transition = 'start' and initiator_id = prebuilds.system_user_id();
+
 alter table prebuilds.workspaces
 add constraint workspaces_latest_build_id_fkey
 foreign key (latest_build_id) references prebuilds.workspace_builds (id);
@@ -32,3 +38,6 @@ comment on column prebuilds.workspace_builds.initiator_id is
 'Who asked for the build (the system user for reconciler builds).';
 comment on column prebuilds.workspace_builds.job_id is 'The provisioner job that runs the build.';
 comment on column prebuilds.workspace_builds.created_at is 'When the build was queued.';
+comment on index prebuilds.workspace_builds_prebuild_starts_idx is
+'Prebuild starts (initiated by the system user) per preset and time: the recent build times of '
+'demand sizing.';

@@ -22,7 +22,11 @@ select
     ps.hard_limited,
     ps.blocked_reason,
     ps.creates_planned,
-    ps.schedule_note
+    ps.schedule_note,
+    ps.claims_last_hour,
+    ps.misses_last_hour,
+    ps.demand,
+    ps.desired_reason
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
@@ -35,7 +39,8 @@ comment on column prebuilds.preset_state.template_version_name is 'Version the p
 comment on column prebuilds.preset_state.preset_name is 'Preset name.';
 comment on column prebuilds.preset_state.is_active is
 'Version is the template''s active one and the template is neither deleted nor deprecated.';
-comment on column prebuilds.preset_state.desired is 'Pool size wanted now; 0 when inactive.';
+comment on column prebuilds.preset_state.desired is
+'Pool size wanted now (desired_reason says why); 0 when inactive.';
 comment on column prebuilds.preset_state.actual is
 'Running prebuilds: latest build a succeeded start, counted in this preset.';
 comment on column prebuilds.preset_state.eligible is
@@ -61,6 +66,17 @@ comment on column prebuilds.preset_state.creates_planned is 'Creates the next cy
 comment on column prebuilds.preset_state.schedule_note is
 'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
 'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+
+comment on column prebuilds.preset_state.claims_last_hour is
+'Claims that got a prebuild in the last hour (claim_stats hits).';
+comment on column prebuilds.preset_state.misses_last_hour is
+'Claims that found no eligible prebuild in the last hour (claim_stats misses).';
+comment on column prebuilds.preset_state.demand is
+'Demand-sized presets (max_instances set): ceil(claims in settings.demand_window × median build '
+'time / window), the claims expected while a replacement builds; null otherwise.';
+comment on column prebuilds.preset_state.desired_reason is
+'Why desired is what it is: desired_instances, the schedule in force, or the demand sentence '
+'(claims × build time = demand, min, max); inactive presets say why they are inactive.';
 
 grant select on prebuilds.preset_state
 to prebuilds_reader, prebuilds_reconciler, prebuilds_platform;

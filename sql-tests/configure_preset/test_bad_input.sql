@@ -1,7 +1,7 @@
 -- configure_preset (SPEC 7): the same validation and messages as publish_template_version, for
 -- the pool settings; name and parameters cannot change; an error changes nothing.
 begin;
-select plan(16);
+select plan(19);
 
 create temp table ids on commit drop as
 select
@@ -23,12 +23,12 @@ insert into cases (description, pool, code, message) values
 (
     'not an object', '[]', '22023',
     'invalid preset ''small'': must be a JSON object with the keys desired_instances, ttl_seconds, '
-    || 'scheduling_timezone, schedules (got [])'
+    || 'scheduling_timezone, schedules, min_instances, max_instances (got [])'
 ),
 (
     'null', null, '22023',
     'invalid preset ''small'': must be a JSON object with the keys desired_instances, ttl_seconds, '
-    || 'scheduling_timezone, schedules (got null)'
+    || 'scheduling_timezone, schedules, min_instances, max_instances (got null)'
 ),
 (
     'a new name', '{"name": "big"}', '22023',
@@ -43,11 +43,25 @@ insert into cases (description, pool, code, message) values
 (
     'an unknown key', '{"desired_instances": 1, "ttl": 60}', '22023',
     'invalid preset ''small'': unknown key "ttl" (expected desired_instances, ttl_seconds, '
-    || 'scheduling_timezone, schedules)'
+    || 'scheduling_timezone, schedules, min_instances, max_instances)'
 ),
 (
-    'min_instances', '{"min_instances": 1}', '22023',
-    'invalid preset ''small'': min_instances is not supported yet (SPEC §6.3)'
+    'min_instances without max_instances', '{"min_instances": 1}', '23514',
+    'invalid preset ''small'': min_instances (1) needs max_instances: demand sizing is on only '
+    || 'with a maximum'
+),
+(
+    'min_instances above max_instances', '{"min_instances": 5, "max_instances": 4}', '23514',
+    'invalid preset ''small'': min_instances (5) must not exceed max_instances (4)'
+),
+(
+    'max_instances above 10000', '{"max_instances": 10001}', '23514',
+    'invalid preset ''small'': max_instances must be between 0 and 10000, or null for no demand '
+    || 'sizing (got 10001)'
+),
+(
+    'max_instances as a fraction', '{"max_instances": 2.5}', '22023',
+    'invalid preset ''small'': max_instances must be a whole number or null (got 2.5)'
 ),
 (
     'desired_instances as a string', '{"desired_instances": "1"}', '22023',
@@ -110,7 +124,7 @@ select results_eq(
     $$select preset, schedules from stored_before$$,
     'nothing stored changed'
 );
-select is((select count(*)::int from cases), 13, 'every case above ran (the plan counts them)');
+select is((select count(*)::int from cases), 16, 'every case above ran (the plan counts them)');
 
 select * from finish();
 rollback;

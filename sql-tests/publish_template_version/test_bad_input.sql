@@ -64,20 +64,16 @@ insert into cases (description, presets, message) values
 (
     'a preset that is not an object', '["small"]',
     'invalid preset #1: must be a JSON object with the keys name, parameters, desired_instances, '
-    || 'ttl_seconds, scheduling_timezone, schedules (got "small")'
+    || 'ttl_seconds, scheduling_timezone, schedules, min_instances, max_instances (got "small")'
 ),
 (
     'an unknown key', '[{"name": "a"}, {"name": "b", "desired": 2}]',
     'invalid preset ''b'': unknown key "desired" (expected name, parameters, desired_instances, '
-    || 'ttl_seconds, scheduling_timezone, schedules)'
+    || 'ttl_seconds, scheduling_timezone, schedules, min_instances, max_instances)'
 ),
 (
-    'min_instances (SPEC 6.3)', '[{"name": "a", "min_instances": 1}]',
-    'invalid preset ''a'': min_instances is not supported yet (SPEC §6.3)'
-),
-(
-    'max_instances (SPEC 6.3), even null', '[{"name": "a", "max_instances": null}]',
-    'invalid preset ''a'': max_instances is not supported yet (SPEC §6.3)'
+    'max_instances as a string', '[{"name": "a", "max_instances": "9"}]',
+    'invalid preset ''a'': max_instances must be a whole number or null (got "9")'
 ),
 (
     'a missing name', '[{"name": "a"}, {"desired_instances": 1}]',
@@ -175,6 +171,11 @@ insert into cases (description, presets, code, message) values
     'desired_instances above 10000', '[{"name": "a", "desired_instances": 10001}]', '23514',
     'invalid preset ''a'': desired_instances must be between 0 and 10000, or null for no pool (got '
     || '10001)'
+),
+(
+    'min_instances above max_instances',
+    '[{"name": "a", "min_instances": 3, "max_instances": 2}]', '23514',
+    'invalid preset ''a'': min_instances (3) must not exceed max_instances (2)'
 ),
 (
     'a ttl of 30 seconds', '[{"name": "a", "ttl_seconds": 30}]', '23514',

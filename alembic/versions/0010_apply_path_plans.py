@@ -3,19 +3,19 @@ create_prebuild runs its cached generic plans (its schedule lookup was planned a
 create), write_fence_key and reconcile_lock_held lose a `set search_path` that kept them from
 being inlined, and count_prebuild_event becomes PL/pgSQL so PostgreSQL 15 caches its plan.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-11-29
 
-Frozen SQL: alembic/sql/0008_upgrade.sql and 0008_downgrade.sql.
+Frozen SQL: alembic/sql/0010_upgrade.sql and 0010_downgrade.sql.
 """
 
 from alembic import op
 
 from prebuilds.migrations import run_frozen_sql
 
-revision = "0008"
-down_revision = "0007"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
