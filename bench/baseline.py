@@ -85,6 +85,17 @@ With ``spec_semantics=False`` it does what Coder does. The differences, all of t
    from the template's active version (``!=``: never when the template has no active version);
    SPEC cancels those of every inactive preset, also on the active version of a deleted or
    deprecated template and on a template without an active version.
+7. Self-healing (SPEC 5) is not ported, in either mode: Coder retries no failed delete
+   (coder/coder#23614), fails no hung job, cancels no queued build of an active preset
+   (#19871), never probes a hard-limited preset (#17989) and cleans up no failed or stopped
+   prebuild (#25357, #18658). So ``spec_semantics=True`` plans what ours plans without its
+   SPEC 5 actions (reasons ``hung: …``, ``retry n of m: …``, ``cleanup: …``, ``probe: …`` and
+   ``surplus: … initial build still queued``); the equivalence tests
+   (tests/test_bench_baseline.py) name those of each fleet and compare the rest. One SPEC 5 change
+   reaches SPEC 4's terms: the hard limit counts finished builds only (a probe in flight neither
+   ends nor extends it), where the port looks at the latest builds whatever their state, as our
+   plan did before SPEC 5; they differ only while a preset has a start in flight after its
+   failures.
 
 Adaptations made in both modes (our schema has no Coder counterpart, or SPEC defines the term):
 our ``failures_reset_at`` (``resume``) hides earlier builds from backoff and the hard limit;

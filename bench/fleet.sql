@@ -1151,9 +1151,11 @@ inner join fleet_latest as l on w.id = l.ws_id
 order by w.created_at, w.id;
 
 -- name: insert_jobs
--- Picked up 2–10 s after queueing, 30–90 s of work; canceled jobs never started.
+-- Picked up 2–10 s after queueing, 30–90 s of work; canceled jobs never started; running ones
+-- heartbeat.
 insert into prebuilds.provisioner_jobs (
-    id, initiator_id, created_at, started_at, completed_at, canceled_at, error, worker_id
+    id, initiator_id, created_at, started_at, completed_at, canceled_at, error, worker_id,
+    updated_at
 )
 select
     b.job_id,
@@ -1182,7 +1184,14 @@ select
     case
         when b.outcome in ('running', 'succeeded', 'failed')
             then 'provisioner-' || (1 + floor(j.r_start * 6)::int)
-    end as worker_id
+    end as worker_id,
+    -- Heartbeats (SPEC 5.2): a running job beat at the anchor (its provisioner is alive); a
+    -- finished one last at its end.
+    case
+        when b.outcome = 'running' then greatest(j.started_at, p.anchor)
+        when b.outcome in ('succeeded', 'failed')
+            then j.started_at + interval '1 second' * (30 + 60 * j.r_run)
+    end as updated_at
 from fleet_builds as b
 cross join fleet_params as p
 cross join

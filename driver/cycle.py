@@ -553,10 +553,10 @@ def apply_plan(
     halt = threading.Event()
     try:
         if not plan.paused:
-            removals = [a for a in plan.actions if a.action in ("cancel", "delete")]
+            removals = [a for a in plan.actions if a.action in ("cancel", "fail_job", "delete")]
             creates = [a for a in plan.actions if a.action == "create"]
             notes = [a for a in plan.actions if a.action == "backoff"]
-            # Cancels and deletes all finish before the first create starts.
+            # Cancels, failed hung jobs and deletes all finish before the first create starts.
             for phase in (removals, creates):
                 done, complete = run_phase(
                     pool, run_id, phase, halt, stop, on_outcome, keeper, limits

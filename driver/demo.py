@@ -59,7 +59,8 @@ def seed(conn: psycopg.Connection[Any], say: Callable[[str], None]) -> None:
     say(
         "seeded 3 organizations, 6 templates: pools filled yesterday, then python v4 was "
         "promoted, legacy deprecated, web shrunk to 1, go's prebuilds outlived their 1h TTL, "
-        "alice claimed a data-science prebuild, and flaky's builds always fail"
+        "alice claimed a data-science prebuild, the provisioner restarting gpu's died, "
+        "flaky's builds always fail and every delete fails once"
     )
 
 
@@ -109,7 +110,10 @@ def converge(url: str, display: Display) -> int:
         url, autocommit=True, application_name="prebuilds-demo", prepare_threshold=None
     ) as conn:
         flaky = [r[0] for r in conn.execute(_q("flaky_presets")).fetchall()]
-        provisioner = SimulatedProvisioner(conn, "demo-provisioner", failing_presets=flaky)
+        # Every delete fails once (SPEC 5.1: retried after delete_retry_interval).
+        provisioner = SimulatedProvisioner(
+            conn, "demo-provisioner", failing_presets=flaky, failing_deletes=1
+        )
         for cycle in range(1, MAX_CYCLES + 1):
             result = run_cycle(url)
             display.say(cycle_line(cycle, result))
@@ -132,7 +136,7 @@ def converge(url: str, display: Display) -> int:
                 display.say(f"converged after {cycle} cycles")
                 return 0
             wait = max((until - datetime.now(UTC)).total_seconds(), 0) + 0.1
-            display.say(f"  waiting {wait:.1f}s for backoff to end")
+            display.say(f"  waiting {wait:.1f}s for a backoff to end or a delete retry")
             display.redraw(state_table(conn))
             time.sleep(wait)
     display.say(f"did not converge within {MAX_CYCLES} cycles")
@@ -145,7 +149,9 @@ def cycle_line(n: int, result: CycleResult) -> str:
     plan = result.plan
     assert plan is not None
     counts = ", ".join(
-        f"{plan.count(k)} {k}" for k in ("cancel", "delete", "create", "backoff") if plan.count(k)
+        f"{plan.count(k)} {k}"
+        for k in ("cancel", "fail_job", "delete", "create", "backoff")
+        if plan.count(k)
     )
     return (
         f"cycle {n}: run {result.run_id}, {counts or 'nothing to do'} "

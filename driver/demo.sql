@@ -26,9 +26,10 @@ declare
     v_ver uuid;
     v_name text;
 begin
-    -- Backoff in seconds rather than minutes, so the failing preset reaches its hard limit
-    -- while you watch.
-    update prebuilds.settings set backoff_interval = interval '2 seconds';
+    -- Backoff and delete retries in seconds rather than minutes, so the failing preset reaches
+    -- its hard limit, and failed deletes are retried, while you watch.
+    update prebuilds.settings
+    set backoff_interval = interval '2 seconds', delete_retry_interval = interval '2 seconds';
 
     insert into prebuilds.users (username) values ('alice'), ('bob');
 
@@ -142,6 +143,28 @@ begin
     update prebuilds.workspaces as w set created_at = now() - interval '2 hours'
     from prebuilds.templates as t
     where t.id = w.template_id and t.name = 'go';
+    -- The provisioner restarting the data-science gpu prebuild died 10 minutes ago: its job is
+    -- still running, with no heartbeat since (SPEC 5.2: the reconciler fails it).
+    perform prebuilds.queue_build(
+        w.id, w.latest_template_version_id, w.current_preset_id, 'start',
+        prebuilds.system_user_id()
+    )
+    from (
+        select w.id, b.template_version_id as latest_template_version_id, w.current_preset_id
+        from prebuilds.workspaces as w
+        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        where p.name = 'gpu' and not w.deleted
+    ) as w;
+    update prebuilds.provisioner_jobs as j
+    set
+        started_at = now() - interval '10 minutes',
+        updated_at = now() - interval '10 minutes',
+        worker_id = 'provisioner-that-died'
+    from prebuilds.workspaces as w
+    inner join prebuilds.presets as p on w.current_preset_id = p.id
+    inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+    where p.name = 'gpu' and b.job_id = j.id and j.started_at is null;
     -- alice claims a data-science cpu prebuild.
     perform prebuilds.claim_prebuild(p.id, u.id, 'alice-notebook')
     from prebuilds.presets as p, prebuilds.users as u
@@ -150,7 +173,23 @@ end;
 $$;
 
 -- name: next_backoff
--- When the earliest backoff ends, if any preset that is not hard-limited is waiting.
-select min(backoff_until) as until
-from prebuilds.preset_state
-where backoff_until is not null and not hard_limited;
+-- When the earliest backoff ends, if any preset that is not hard-limited is waiting, or the
+-- earliest retry of a failed delete is due.
+select min(w.until) as until
+from (
+    select ps.backoff_until as until
+    from prebuilds.preset_state as ps
+    where ps.backoff_until is not null and not ps.hard_limited
+    union all
+    select prebuilds.delete_retry_at(j.completed_at, w.delete_failures, s.delete_retry_interval)
+    from prebuilds.workspaces as w
+    inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+    inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+    cross join prebuilds.settings as s
+    where
+        w.owner_id = prebuilds.system_user_id()
+        and not w.deleted
+        and b.transition = 'delete'
+        and j.status = 'failed'
+        and w.delete_failures <= s.delete_retry_limit
+) as w;

@@ -37,6 +37,8 @@ class PresetMetricsRow:
     eligible: int
     expired: int
     starting: int
+    retrying_deletes: int
+    quarantined: int
     blocked_reason: str | None
 
 
@@ -55,6 +57,8 @@ class Snapshot:
     created: int = 0
     failed: int = 0
     claimed: int = 0
+    hung_failed: int = 0
+    delete_retried: int = 0
     #: Unix time the last cycle without failures finished, by any driver (None: never).
     last_success: float | None = None
     claims: list[PresetClaimsRow] = field(default_factory=list)
@@ -78,6 +82,9 @@ class DatabaseCollector(Collector):
             "eligible": "Prebuilds ready to be claimed now.",
             "expired": "Running prebuilds past their TTL or invalidated, waiting for deletion.",
             "starting": "Prebuild start builds pending or running.",
+            "retrying_deletes": "Prebuilds whose delete failed, waiting for a retry (SPEC 5.1).",
+            "quarantined": "Prebuilds whose delete failed past settings.delete_retry_limit: "
+            "no more retries until an operator cleans them up (SPEC 5.1).",
         }
         # Presets of several versions of one template share a name; their pools add up.
         totals: dict[tuple[str, str, str], dict[str, int]] = {}
@@ -107,6 +114,17 @@ class DatabaseCollector(Collector):
             ("created", snap.created, "Prebuilds created, over the deployment's lifetime."),
             ("failed", snap.failed, "Prebuild start builds that failed, lifetime."),
             ("claimed", snap.claimed, "Prebuilds claimed by people, lifetime."),
+            (
+                "hung_jobs_failed",
+                snap.hung_failed,
+                "Prebuild jobs failed by the reconciler because they hung (no heartbeat, or "
+                "never picked up), lifetime.",
+            ),
+            (
+                "delete_retries",
+                snap.delete_retried,
+                "Deletes of prebuilds queued again after a failed delete, lifetime.",
+            ),
         ):
             yield CounterMetricFamily(f"prebuilds_{name}", help_text, value=value)
         claims_family = CounterMetricFamily(
@@ -203,8 +221,10 @@ class Metrics:
             with conn.cursor(row_factory=class_row(PresetClaimsRow)) as claims_cur:
                 claims = claims_cur.execute(query("metrics_claims")).fetchall()
         assert counters is not None
-        created, failed, claimed, last_success = counters
-        self.database.snapshot = Snapshot(presets, created, failed, claimed, last_success, claims)
+        created, failed, claimed, hung_failed, delete_retried, last_success = counters
+        self.database.snapshot = Snapshot(
+            presets, created, failed, claimed, hung_failed, delete_retried, last_success, claims
+        )
 
     def write_textfile(self, path: str) -> None:
         """Atomically replace ``path`` (a temporary file renamed over it)."""

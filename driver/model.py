@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-ActionKind = Literal["cancel", "delete", "create", "backoff"]
+ActionKind = Literal["cancel", "fail_job", "delete", "create", "backoff"]
 OutcomeKind = Literal["applied", "skipped", "failed", "noted"]
 
 

@@ -44,7 +44,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .cycle import CONNECT_TIMEOUT_S, check_schema, connect, first_line
+from .cycle import CONNECT_TIMEOUT_S, Limits, check_schema, connect, first_line
 from .logs import log
 from .queries import query
 
@@ -142,6 +142,8 @@ class Options:
     poll: float = 1.0
     kill_grace: float = 10.0
     once: bool = False
+    #: ``--lock-timeout`` and ``--statement-timeout`` of every statement sent.
+    limits: Limits = field(default_factory=Limits)
 
 
 def default_worker_id() -> str:
@@ -372,8 +374,12 @@ class Provisioner:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection in a transaction whose first statement sets the timeouts, local
+        to it (as the reconciler's writes do): a job row locked elsewhere or a stuck server costs
+        a bounded wait, and nothing stays on a connection a pooler hands on."""
         assert self.pool is not None
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(query("local_limits"), self.options.limits.params())
             yield conn
 
     def _acquire(self) -> Job | None:

@@ -193,6 +193,8 @@ select
     eligible,
     expired,
     starting,
+    retrying_deletes,
+    quarantined,
     blocked_reason
 from prebuilds.preset_state;
 
@@ -203,6 +205,8 @@ select
     coalesce(sum(c.created), 0)::bigint as created,
     coalesce(sum(c.failed), 0)::bigint as failed,
     coalesce(sum(c.claimed), 0)::bigint as claimed,
+    coalesce(sum(c.hung_failed), 0)::bigint as hung_failed,
+    coalesce(sum(c.delete_retried), 0)::bigint as delete_retried,
     (
         select extract(epoch from max(r.finished_at))::float8
         from prebuilds.reconciliation_runs as r
@@ -267,6 +271,9 @@ select
     misses_last_hour,
     demand,
     desired_reason,
+    last_error,
+    retrying_deletes,
+    quarantined,
     -- Percent of the last hour's claims that got a prebuild; null without claims.
     round(
         100.0 * claims_last_hour / nullif(claims_last_hour + misses_last_hour, 0), 1

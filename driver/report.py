@@ -118,8 +118,11 @@ STATUS_COLUMNS = (
     ("claims_last_hour", "CLAIMS_1H"),
     ("misses_last_hour", "MISSES_1H"),
     ("hit_rate_last_hour", "HIT_RATE_1H"),
+    ("retrying_deletes", "RETRYING"),
+    ("quarantined", "QUARANTINED"),
     ("schedule_note", "SCHEDULE"),
     ("desired_reason", "WHY_DESIRED"),
+    ("last_error", "LAST_ERROR"),
 )
 
 _RED, _YELLOW, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[0m"
@@ -205,3 +208,48 @@ def format_history(runs: Sequence[dict[str, Any]], failures: Sequence[dict[str, 
     else:
         parts.append("no failed actions in these cycles")
     return "\n\n".join(parts)
+
+
+def format_failures(rows: Sequence[dict[str, Any]]) -> str:
+    """prebuild_failures as a table, newest first."""
+    if not rows:
+        return "no failed prebuild builds"
+    return table(
+        ["FAILED_AT", "PRESET", "WORKSPACE", "BUILD", "TRANSITION", "ERROR"],
+        [
+            [
+                r["failed_at"],
+                f"{r['organization_name']}/{r['template_name']}@{r['template_version_name']}"
+                f"/{r['preset_name'] or ''}",
+                r["workspace_name"] + (" (deleted)" if r["workspace_deleted"] else ""),
+                r["build_number"],
+                r["transition"],
+                r["error"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+def format_cleanup(rows: Sequence[dict[str, Any]], *, dry_run: bool) -> str:
+    """What cleanup did (or, in a dry run, would do), one prebuild per row."""
+    if not rows:
+        return "no prebuild to clean up"
+    text = table(
+        ["OUTCOME", "PRESET", "WORKSPACE", "STATE", "FINISHED_AT", "ERROR"],
+        [
+            [
+                r["outcome"],
+                f"{r['organization_name']}/{r['template_name']}@{r['template_version_name']}"
+                f"/{r['preset_name']}",
+                r["workspace_name"],
+                r["state"],
+                r["finished_at"],
+                r["error"],
+            ]
+            for r in rows
+        ],
+    )
+    if dry_run:
+        text += f"\n\ndry run: {len(rows)} prebuild(s) would be deleted; nothing changed"
+    return text

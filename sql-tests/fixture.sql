@@ -79,7 +79,7 @@ as $$
 $$;
 
 -- Appends a build with a job in the given status (pending, running, succeeded, failed,
--- canceling, canceled), all timestamps at p_at.
+-- canceling, canceled), all timestamps (the heartbeat updated_at too) at p_at.
 create function fixture.build(
     p_workspace_id uuid,
     p_transition text,
@@ -105,7 +105,7 @@ begin
         select template_version_id into v_version from prebuilds.presets where id = v_preset;
     end if;
     insert into prebuilds.provisioner_jobs (
-        initiator_id, created_at, started_at, completed_at, canceled_at, error
+        initiator_id, created_at, started_at, completed_at, canceled_at, error, updated_at
     )
     values (
         p_initiator,
@@ -113,7 +113,9 @@ begin
         case when p_status <> 'pending' then p_at end,
         case when p_status in ('succeeded', 'failed', 'canceled') then p_at end,
         case when p_status in ('canceling', 'canceled') then p_at end,
-        case when p_status = 'failed' then 'terraform apply failed' end
+        case when p_status = 'failed' then 'terraform apply failed' end,
+        -- The last heartbeat (SPEC 5.2): a started job beat when it started (or ended).
+        case when p_status <> 'pending' then p_at end
     )
     returning id into v_job;
     insert into prebuilds.workspace_builds (

@@ -45,6 +45,7 @@ FUNCTIONS = {
         "prune_runs()",
         "prune_claim_stats()",
         "wait_for_claims(integer)",
+        "cleanup_prebuilds(text[],text,text,text,timestamp with time zone,integer,boolean)",
     },
     "prebuilds_platform": {
         *READ,
@@ -80,6 +81,7 @@ READABLE = {
     "preset_counters",
     "preset_state",
     "reconciliation_actions",
+    "prebuild_failures",
 }
 
 PRESETS = [
@@ -408,6 +410,8 @@ def test_the_reader_reads_and_writes_nothing(
     with psycopg.connect(url, autocommit=True) as c:
         assert scalar(c, "select count(*)::int from prebuilds.preset_state") == 2
         assert scalar(c, "select count(*)::int from prebuilds.reconciliation_actions") == 0
+        assert scalar(c, "select count(*)::int from prebuilds.prebuild_failures") == 0
+        denied(c, "select * from prebuilds.cleanup_prebuilds(array['failed'])")
         assert scalar(c, "select count(*)::int from prebuilds.reconciliation_runs") == 1
         assert scalar(c, "select count(*)::int from prebuilds.reconciliation_action_log") == 3
         assert scalar(c, "select version_num from alembic_version") == migrations.EXPECTED_REVISION

@@ -1,5 +1,5 @@
 """Demand-sized pools (SPEC 6.3): presets gain min_instances and max_instances; with
-max_instances set the pool follows demand, ceil(claims in settings.demand_window × the median
+max_instances set the pool follows demand, ceil(claims in settings.demand_window * the median
 build time of the last 24 hours / window), clamped; pool_size_at computes the size for the plan
 and for create_prebuild's re-check alike; preset_state gains demand and desired_reason.
 

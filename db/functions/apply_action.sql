@@ -48,6 +48,10 @@ begin
             workspace_id := p_workspace_id;
             outcome := case when prebuilds.cancel_prebuild(p_workspace_id)
                             then 'applied' else 'skipped' end;
+        when 'fail_job' then
+            workspace_id := p_workspace_id;
+            outcome := case when prebuilds.fail_job(p_workspace_id)
+                            then 'applied' else 'skipped' end;
         else
             raise exception 'unknown action %', quote_literal(p_action)
                 using errcode = 'invalid_parameter_value';
@@ -64,9 +68,9 @@ end;
 $$;
 
 comment on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) is
-'Applies one action (create, delete or cancel) of run p_run_id and logs its outcome, if the run '
-'still holds the reconcile lock (else SQLSTATE PBL01); returns applied or skipped and the '
-'workspace.';
+'Applies one action (create, delete, cancel or fail_job) of run p_run_id and logs its outcome, '
+'if the run still holds the reconcile lock (else SQLSTATE PBL01); returns applied or skipped '
+'and the workspace.';
 
 revoke execute on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text) from public;
 grant execute on function prebuilds.apply_action(bigint, int, text, uuid, uuid, text)

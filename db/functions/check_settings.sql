@@ -43,6 +43,34 @@ begin
             'default_build_time must be between 1 second and 1 day (got %s)',
             new.default_build_time
         );
+    elsif new.delete_retry_interval <= interval '0' then
+        v_problem := format(
+            'delete_retry_interval must be positive (got %s)', new.delete_retry_interval
+        );
+    elsif new.delete_retry_limit not between 0 and 100 then
+        v_problem := format(
+            'delete_retry_limit must be between 0 (never retry) and 100 (got %s)',
+            new.delete_retry_limit
+        );
+    elsif new.job_heartbeat_timeout <= interval '0' then
+        v_problem := format(
+            'job_heartbeat_timeout must be positive (got %s)', new.job_heartbeat_timeout
+        );
+    elsif new.job_pending_timeout <= interval '0' then
+        v_problem := format(
+            'job_pending_timeout must be positive (got %s)', new.job_pending_timeout
+        );
+    elsif new.hard_limit_cooldown <= interval '0' then
+        v_problem := format(
+            'hard_limit_cooldown must be positive, or null for no probe (got %s)',
+            new.hard_limit_cooldown
+        );
+    elsif new.failed_prebuild_retention <= interval '0' then
+        v_problem := format(
+            'failed_prebuild_retention must be positive, or null to keep failed and stopped '
+            'prebuilds (got %s)',
+            new.failed_prebuild_retention
+        );
     end if;
     if v_problem is not null then
         raise exception 'invalid setting: %', v_problem

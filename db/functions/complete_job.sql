@@ -1,5 +1,7 @@
 -- Provisioner side: finish a job (SPEC 4.5). A successful delete build marks its workspace
--- deleted, which removes it from the live prebuilds. Used by the simulated provisioner and tests.
+-- deleted, which removes it from the live prebuilds; a failed one counts in
+-- workspaces.delete_failures (SPEC 5.1). Completing is also a last heartbeat (updated_at).
+-- Used by the provisioners (prebuilds provision, the simulated one) and tests.
 -- The completion of a prebuild's or a claim's job notifies the reconciler loops (SPEC 6.1).
 
 create function prebuilds.complete_job(p_job_id uuid, p_error text default null)
@@ -15,7 +17,7 @@ declare
     v_initiator_id uuid;
 begin
     update prebuilds.provisioner_jobs as j
-    set completed_at = now(), error = nullif(p_error, '')
+    set completed_at = now(), updated_at = now(), error = nullif(p_error, '')
     where j.id = p_job_id and j.completed_at is null and j.started_at is not null
     returning j.status into v_status;
     if not found then
@@ -32,6 +34,13 @@ begin
     where b.job_id = p_job_id;
     if v_status = 'succeeded' and v_transition = 'delete' then
         update prebuilds.workspaces set deleted = true where id = v_workspace_id;
+    elsif v_status = 'failed' and v_transition = 'delete' then
+        -- One more failed delete at the end of the history (SPEC 5.1), unless a later build
+        -- was added meanwhile.
+        update prebuilds.workspaces as w
+        set delete_failures = w.delete_failures + 1
+        from prebuilds.workspace_builds as b
+        where b.job_id = p_job_id and w.id = b.workspace_id and w.latest_build_id = b.id;
     elsif v_status = 'failed' and v_transition = 'start' and v_preset_id is not null
           and v_initiator_id = prebuilds.system_user_id() then
         perform prebuilds.count_prebuild_event(v_preset_id, 'failed');
@@ -47,4 +56,5 @@ $$;
 
 comment on function prebuilds.complete_job(uuid, text) is
 'Completes a started job, failed when p_error is given; a successful delete marks the workspace '
-'deleted. False when the job was already completed or never started.';
+'deleted, a failed delete adds to workspaces.delete_failures. False when the job was already '
+'completed or never started.';

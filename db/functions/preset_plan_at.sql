@@ -1,4 +1,4 @@
--- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4) as one query: state and work per
+-- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4, 5) as one query: state and work per
 -- preset.
 -- preset_state_at shows its state columns; reconciliation_actions_at unnests its work. Both read
 -- the live prebuilds exactly once, through this function; nothing else computes a rule.
@@ -37,6 +37,9 @@ returns table (
     schedule_note text,
     demand int,
     desired_reason text,
+    last_error text,
+    retrying_deletes int,
+    quarantined int,
     work prebuilds.planned_work[]
 )
 language sql
@@ -53,7 +56,13 @@ begin atomic
             s.backoff_interval,
             s.backoff_lookback,
             s.failure_hard_limit,
-            s.max_pending_creates
+            s.max_pending_creates,
+            s.delete_retry_interval,
+            s.delete_retry_limit,
+            s.job_heartbeat_timeout,
+            s.job_pending_timeout,
+            s.hard_limit_cooldown,
+            s.failed_prebuild_retention
         from prebuilds.settings as s
         -- The table has exactly one row (keep_settings_row), which the planner cannot know for a
         -- table too small to be analysed: without the limit it assumes hundreds and multiplies
@@ -67,11 +76,16 @@ begin atomic
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
+            w.delete_failures,
             lb.build_number,
             lb.transition,
             lb.build_created_at,
             lb.job_id,
             lb.job_status,
+            lb.job_created_at,
+            lb.heartbeat_at,
+            lb.finished_at,
+            lb.job_error,
             lb.initiator_id = prebuilds.system_user_id() as by_system,
             lb.initiator_id = prebuilds.system_user_id()
             and lb.job_status in ('pending', 'running') as in_flight
@@ -86,7 +100,12 @@ begin atomic
                     b.created_at as build_created_at,
                     b.job_id,
                     b.initiator_id,
-                    j.status as job_status
+                    j.status as job_status,
+                    j.created_at as job_created_at,
+                    -- A job picked up before heartbeats were recorded beats at its start.
+                    coalesce(j.updated_at, j.started_at) as heartbeat_at,
+                    j.completed_at as finished_at,
+                    j.error as job_error
                 from prebuilds.workspace_builds as b
                 inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
                 where b.id = w.latest_build_id
@@ -187,6 +206,10 @@ begin atomic
                     select from prebuilds.preset_schedules as s
                     where s.preset_id = d.preset_id
                 ) as has_schedules
+                -- Keeps has_schedules a column: pulled up, it would be the EXISTS itself, and
+                -- a function whose arguments hold a sub-select is not inlined (pool_size_at
+                -- would then be planned on every call: 0.6 ms per preset).
+                offset 0  -- noqa: AM09
             ) as hs
         -- The pool's size (SPEC 4.2, 4.3, 6.3), computed only for active presets.
         left join lateral (
@@ -221,9 +244,36 @@ begin atomic
             -- Failure history: latest builds that are starts, since the last reset.
             l.transition = 'start'
             and (c.failures_reset_at is null or l.build_created_at >= c.failures_reset_at)
-                as in_history
+                as in_history,
+            -- SPEC 5.2: a job of the system user that stopped beating, or that nobody picked up.
+            case
+                when l.by_system and l.job_status = 'running'
+                    and l.heartbeat_at < p_now - cfg.job_heartbeat_timeout
+                    then 'hung: no heartbeat for '
+                        || date_trunc('second', p_now - l.heartbeat_at)::text
+                when l.by_system and l.job_status = 'pending'
+                    and l.job_created_at < p_now - cfg.job_pending_timeout
+                    then 'hung: not picked up for '
+                        || date_trunc('second', p_now - l.job_created_at)::text
+            end as hung_reason,
+            -- SPEC 5.1: a failed delete, retried until delete_retry_limit retries failed too.
+            l.transition = 'delete' and l.job_status = 'failed' as failed_delete,
+            l.transition = 'delete' and l.job_status = 'failed'
+            and greatest(l.delete_failures, 1) > cfg.delete_retry_limit as quarantined,
+            l.transition = 'delete' and l.job_status = 'failed'
+            and greatest(l.delete_failures, 1) <= cfg.delete_retry_limit
+            and prebuilds.delete_retry_at(
+                l.finished_at, l.delete_failures, cfg.delete_retry_interval
+            ) <= p_now as retry_due,
+            -- SPEC 5.5: failed starts and stops, and stopped prebuilds, past the retention.
+            (
+                (l.transition in ('start', 'stop') and l.job_status = 'failed')
+                or (l.transition = 'stop' and l.job_status = 'succeeded')
+            )
+            and l.finished_at < p_now - cfg.failed_prebuild_retention as cleanup_due
         from live as l
         inner join candidate as c on l.preset_id = c.preset_id
+        cross join cfg
     ),
 
     ranked as (
@@ -241,7 +291,18 @@ begin atomic
             row_number() over (
                 partition by cl.preset_id, cl.in_history
                 order by cl.build_created_at desc, cl.workspace_id asc
-            ) as history_rank
+            ) as history_rank,
+            -- The same among finished builds only: the hard limit looks at results, so a probe
+            -- in flight neither ends nor extends it (SPEC 5.4).
+            row_number() over (
+                partition by cl.preset_id, cl.in_history and not cl.in_flight
+                order by cl.build_created_at desc, cl.workspace_id asc
+            ) as settled_rank,
+            -- Newest first among the queued initial builds: surplus cancel order (SPEC 5.3).
+            row_number() over (
+                partition by cl.preset_id, cl.queued_initial
+                order by cl.created_at desc, cl.workspace_id desc
+            ) as queued_rank
         from classified as cl
         cross join cfg
         -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
@@ -274,8 +335,28 @@ begin atomic
             ) as failed_recently,
             count(*) filter (
                 where r.in_history and r.job_status = 'failed'
-                and r.history_rank <= cfg.failure_hard_limit
-            ) as hard_limit_failures
+                and r.settled_rank <= cfg.failure_hard_limit
+            ) as hard_limit_failures,
+            -- The oldest of the failures that make the hard limit, and the most recent failure
+            -- (when it finished): the probe's cooldown runs from there (SPEC 5.4).
+            min(r.build_created_at) filter (
+                where r.in_history and r.job_status = 'failed'
+                and r.settled_rank <= cfg.failure_hard_limit
+            ) as hard_limited_since,
+            max(coalesce(r.finished_at, r.build_created_at)) filter (
+                where r.in_history and r.job_status = 'failed'
+            ) as last_failed_at,
+            (
+                array_agg(r.job_error order by r.build_created_at desc, r.workspace_id asc)
+                filter (where r.in_history and r.recent_failure)
+            )[1] as last_error,
+            count(*) filter (where r.queued_initial) as queued,
+            count(*) filter (where r.failed_delete and not r.quarantined) as retrying_deletes,
+            count(*) filter (where r.quarantined) as quarantined,
+            -- Work of SPEC 5 that keeps a preset under consideration (SPEC 4.1).
+            count(*) filter (
+                where r.hung_reason is not null or r.failed_delete or r.cleanup_due
+            ) as self_healing
         from ranked as r
         cross join cfg
         group by r.preset_id
@@ -292,6 +373,12 @@ begin atomic
             coalesce(tl.deleting, 0)::int as deleting,
             coalesce(tl.pending_cancelable, 0)::int as pending_cancelable,
             coalesce(tl.failures, 0)::int as failures,
+            coalesce(tl.queued, 0)::int as queued,
+            coalesce(tl.retrying_deletes, 0)::int as retrying_deletes,
+            coalesce(tl.quarantined, 0)::int as quarantined,
+            tl.last_error,
+            tl.hard_limited_since,
+            tl.last_failed_at,
             c.is_active
             and cfg.failure_hard_limit > 0
             and coalesce(tl.hard_limit_failures, 0) = cfg.failure_hard_limit as hard_limited,
@@ -301,12 +388,13 @@ begin atomic
                     and tl.last_failure_at + tl.failures * cfg.backoff_interval > p_now
                     then tl.last_failure_at + tl.failures * cfg.backoff_interval
             end as backoff_until,
-            cfg.paused
+            cfg.paused,
+            cfg.hard_limit_cooldown
         from candidate as c
         cross join cfg
         left join tally as tl on c.preset_id = tl.preset_id
         -- SPEC 4.1: a pool on an active version, or something left to clean up.
-        where c.has_pool or tl.actual > 0 or tl.pending_cancelable > 0
+        where c.has_pool or tl.actual > 0 or tl.pending_cancelable > 0 or tl.self_healing > 0
     ),
 
     wanted as (
@@ -320,7 +408,23 @@ begin atomic
                 when st.is_active
                     then greatest(st.desired - (st.actual - st.expired) - st.starting, 0)
                 else 0
-            end as creates_wanted
+            end as creates_wanted,
+            -- SPEC 5.3: queued initial builds beyond what the pool needs, cancelled newest first.
+            case
+                when st.is_active
+                    then least(
+                            st.queued,
+                            greatest(st.actual - st.expired + st.starting - st.desired, 0)
+                        )
+                else 0
+            end as surplus_queued,
+            -- SPEC 5.4: one probe build once the cooldown after the last failure is over.
+            coalesce(
+                st.hard_limited
+                and st.last_failed_at + st.hard_limit_cooldown <= p_now
+                and st.starting = 0,
+                false
+            ) as probing
         from state as st
     ),
 
@@ -335,8 +439,16 @@ begin atomic
                     wn.preset_name, wn.preset_id
             ) as global_rank
         from wanted as wn
-        cross join lateral generate_series(1, wn.creates_wanted) as slot (n)
-        where not wn.paused and not wn.hard_limited and wn.backoff_until is null
+        cross join
+            lateral generate_series(
+                1,
+                case
+                    when wn.hard_limited and wn.probing then least(wn.creates_wanted, 1)
+                    when wn.hard_limited or wn.backoff_until is not null then 0
+                    else wn.creates_wanted
+                end
+            ) as slot (n)
+        where not wn.paused
     ),
 
     -- How many more prebuild start jobs may be queued; null when there is no cap.
@@ -361,42 +473,76 @@ begin atomic
         group by cs.preset_id
     ),
 
-    work as (
+    -- What to do with each live prebuild, if anything: one action per workspace.
+    decided as (
         select
             r.preset_id,
-            array_agg(
-                row(
-                    case when r.queued_initial then 'cancel' else 'delete' end,
-                    r.workspace_id,
-                    case
-                        when r.queued_initial
-                            then wn.inactive_reason || ': initial build still queued'
-                        when not wn.is_active then wn.inactive_reason
-                        when r.created_at < wn.last_invalidated_at
-                            then 'expired: created before invalidation at '
-                                || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
-                        when r.expired
-                            then 'expired: older than ttl ' || wn.ttl_seconds || 's'
-                        else
-                            'surplus: ' || (wn.actual - wn.expired) || ' running, '
-                            || wn.desired || ' desired'
-                    end
-                )::prebuilds.planned_work
-                order by r.queued_initial desc, r.expired desc, r.created_at asc, r.workspace_id asc
-            ) as work
-        from ranked as r
-        inner join wanted as wn on r.preset_id = wn.preset_id
-        where
-            not wn.paused
-            and (
-                (not wn.is_active and (r.running or r.queued_initial))
-                or (wn.is_active and r.expired)
-                or (
+            r.workspace_id,
+            r.created_at,
+            r.expired,
+            r.queued_rank,
+            case
+                when r.queued_initial and not wn.is_active then 'cancel'
+                when r.queued_initial and r.queued_rank <= wn.surplus_queued then 'cancel'
+                when r.hung_reason is not null then 'fail_job'
+                when r.retry_due or r.cleanup_due then 'delete'
+                when not wn.is_active and r.running then 'delete'
+                when wn.is_active and r.expired then 'delete'
+                when
                     wn.is_active and r.running and not r.expired
                     and r.age_rank <= wn.extraneous
-                )
-            )
-        group by r.preset_id
+                    then 'delete'
+            end as action,
+            case
+                when r.queued_initial and not wn.is_active
+                    then wn.inactive_reason || ': initial build still queued'
+                when r.queued_initial and r.queued_rank <= wn.surplus_queued
+                    then 'surplus: ' || (wn.actual - wn.expired) || ' running, '
+                        || wn.starting || ' starting, ' || wn.desired
+                        || ' desired: initial build still queued'
+                when r.hung_reason is not null then r.hung_reason
+                when r.retry_due
+                    then 'retry ' || greatest(r.delete_failures, 1) || ' of '
+                        || cfg.delete_retry_limit || ': last delete failed at '
+                        || to_char(r.finished_at, 'YYYY-MM-DD HH24:MI:SSOF') || ': '
+                        || coalesce(r.job_error, 'no error recorded')
+                when r.cleanup_due
+                    then 'cleanup: '
+                        || case when r.job_status = 'failed' then 'failed ' else '' end
+                        || r.transition || ' finished '
+                        || prebuilds.describe_age(p_now - r.finished_at) || ' ago'
+                when not wn.is_active then wn.inactive_reason
+                when r.created_at < wn.last_invalidated_at
+                    then 'expired: created before invalidation at '
+                        || to_char(wn.last_invalidated_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                when r.expired
+                    then 'expired: older than ttl ' || wn.ttl_seconds || 's'
+                else
+                    'surplus: ' || (wn.actual - wn.expired) || ' running, '
+                    || wn.desired || ' desired'
+            end as reason,
+            r.queued_initial and wn.is_active as surplus_cancel
+        from ranked as r
+        inner join wanted as wn on r.preset_id = wn.preset_id
+        cross join cfg
+        where not wn.paused
+    ),
+
+    -- Per preset: cancels (surplus ones newest first), then failed hung jobs, then deletes
+    -- (expired first, then oldest first), so queued work goes before any running prebuild.
+    work as (
+        select
+            d.preset_id,
+            array_agg(
+                row(d.action, d.workspace_id, d.reason)::prebuilds.planned_work
+                order by
+                    case d.action when 'cancel' then 0 when 'fail_job' then 1 else 2 end,
+                    case when d.surplus_cancel then d.queued_rank end,
+                    d.expired desc, d.created_at asc, d.workspace_id asc
+            ) as work
+        from decided as d
+        where d.action is not null
+        group by d.preset_id
     )
 
     select
@@ -427,8 +573,16 @@ begin atomic
         end as blocked_reason,
         wn.creates_wanted,
         coalesce(a.creates, 0) as creates,
-        'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
-        || ' starting, ' || wn.desired || ' desired' as creates_reason,
+        case
+            when wn.hard_limited
+                then 'probe: hard-limited since '
+                    || to_char(wn.hard_limited_since, 'YYYY-MM-DD HH24:MI:SSOF')
+                    || ', last failure ' || to_char(wn.last_failed_at, 'YYYY-MM-DD HH24:MI:SSOF')
+                    || ', cooldown ' || wn.hard_limit_cooldown::text
+            else
+                'missing: ' || (wn.actual - wn.expired) || ' running, ' || wn.starting
+                || ' starting, ' || wn.desired || ' desired'
+        end as creates_reason,
         case
             when wn.backoff_until is not null
                 then 'backoff: ' || wn.failures || ' failed build(s) in the last '
@@ -441,6 +595,9 @@ begin atomic
             when wn.is_active then wn.size_reason
             else 'inactive: ' || wn.inactive_reason
         end as desired_reason,
+        wn.last_error,
+        wn.retrying_deletes,
+        wn.quarantined,
         coalesce(wk.work, '{}') as work
     from wanted as wn
     left join allowed as a on wn.preset_id = a.preset_id

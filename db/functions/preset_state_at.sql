@@ -29,7 +29,10 @@ returns table (
     demand int,
     desired_reason text,
     claims_last_hour int,
-    misses_last_hour int
+    misses_last_hour int,
+    last_error text,
+    retrying_deletes int,
+    quarantined int
 )
 language plpgsql
 stable
@@ -66,7 +69,10 @@ begin
             pp.demand,
             pp.desired_reason,
             cs.hits,
-            cs.misses
+            cs.misses,
+            pp.last_error,
+            pp.retrying_deletes,
+            pp.quarantined
         from prebuilds.preset_plan_at(p_now) as pp
         -- Claims in the hour before p_now (SPEC 6.2): the minute buckets that started in it,
         -- found through claim_stats' primary key.
@@ -87,8 +93,9 @@ end;
 $$;
 
 comment on function prebuilds.preset_state_at(timestamptz) is
-'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit '
-'and why creates are blocked; claims and misses in the last hour.';
+'Reconciliation state of every preset under consideration at p_now: counts, backoff, hard limit, '
+'why creates are blocked; claims and misses in the last hour; and the self-healing state (last '
+'error, deletes being retried, quarantined prebuilds).';
 
 -- The views call it with the privileges of whoever reads them; it reads the tables as its owner.
 revoke execute on function prebuilds.preset_state_at(timestamptz) from public;

@@ -1,5 +1,6 @@
--- Trigger function: keeps workspaces.latest_build_* and current_preset_id in step with the builds,
--- so readers find a workspace's state in one primary-key lookup instead of scanning its history.
+-- Trigger function: keeps workspaces.latest_build_*, current_preset_id and delete_failures in step
+-- with the builds, so readers find a workspace's state in one primary-key lookup instead of
+-- scanning its history.
 -- Called by the trigger workspace_builds_track_latest after every build insert.
 
 create function prebuilds.track_latest_build()
@@ -13,7 +14,17 @@ begin
     update prebuilds.workspaces as w
     set latest_build_id = new.id,
         latest_build_number = new.build_number,
-        current_preset_id = coalesce(new.preset_id, w.current_preset_id)
+        current_preset_id = coalesce(new.preset_id, w.current_preset_id),
+        -- Failed deletes in a row end the history: any other build ends the run. A delete build
+        -- inserted already failed (an import, a test fixture) counts as one more.
+        delete_failures = case
+            when new.transition <> 'delete' then 0
+            when exists (
+                select from prebuilds.provisioner_jobs as j
+                where j.id = new.job_id and j.status = 'failed'
+            ) then w.delete_failures + 1
+            else w.delete_failures
+        end
     where w.id = new.workspace_id
       and (w.latest_build_number is null or w.latest_build_number < new.build_number);
     return null;
@@ -21,4 +32,5 @@ end;
 $$;
 
 comment on function prebuilds.track_latest_build() is
-'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build.';
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build and '
+'resets delete_failures unless the new build is a delete.';

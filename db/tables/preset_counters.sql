@@ -1,8 +1,8 @@
 -- Lifetime counts of prebuild events per preset, for metrics that survive restarts of the driver
 -- and cost a few rows per preset to read (not a scan of build history). Incremented by
--- create_prebuild, claim_prebuild (claims and misses) and complete_job through
--- count_prebuild_event, each into the shard of its backend: concurrent claims of one preset would
--- otherwise queue on one row.
+-- create_prebuild, claim_prebuild (claims and misses), complete_job, fail_job and delete_prebuild
+-- through count_prebuild_event, each into the shard of its backend: concurrent claims of one
+-- preset would otherwise queue on one row.
 
 create table prebuilds.preset_counters (
     preset_id uuid not null references prebuilds.presets (id) on delete cascade,
@@ -11,6 +11,8 @@ create table prebuilds.preset_counters (
     claimed bigint not null default 0 check (claimed >= 0),
     shard smallint not null default 0 check (shard between 0 and 15),
     missed bigint not null default 0 check (missed >= 0),
+    hung_failed bigint not null default 0 check (hung_failed >= 0),
+    delete_retried bigint not null default 0 check (delete_retried >= 0),
     primary key (preset_id, shard)
 );
 
@@ -23,6 +25,10 @@ comment on column prebuilds.preset_counters.failed is
 'Prebuild start builds that completed with an error.';
 comment on column prebuilds.preset_counters.claimed is
 'Prebuilds handed to people by claim_prebuild.';
+comment on column prebuilds.preset_counters.hung_failed is
+'Prebuild jobs failed by fail_job because they hung (SPEC 5.2).';
+comment on column prebuilds.preset_counters.delete_retried is
+'Deletes queued again by delete_prebuild after a failed delete (SPEC 5.1).';
 comment on column prebuilds.preset_counters.shard is
 'pg_backend_pid() % 16 of the backends that counted into this row: spreads concurrent claims of '
 'one preset over rows. Meaningless on its own; a preset''s count is the sum over its shards.';

@@ -1,5 +1,6 @@
 -- Provisioner jobs: the unit of work a provisioner picks up to run a build.
--- Written by the write functions (insert), acquire_job, heartbeat_job and complete_job (progress).
+-- Written by the write functions (insert), acquire_job, heartbeat_job, complete_job and fail_job
+-- (progress).
 
 create table prebuilds.provisioner_jobs (
     id uuid primary key default gen_random_uuid(),
@@ -29,6 +30,11 @@ create table prebuilds.provisioner_jobs (
 create index provisioner_jobs_queue_idx
 on prebuilds.provisioner_jobs (created_at) where started_at is null and canceled_at is null;
 
+-- Failed jobs, newest first: prebuild_failures reads them without touching the rest of history.
+create index provisioner_jobs_failed_idx
+on prebuilds.provisioner_jobs (completed_at desc, id desc)
+where error is not null and canceled_at is null;
+
 comment on table prebuilds.provisioner_jobs is
 'Build jobs run by provisioners; status is derived from the timestamps.';
 comment on column prebuilds.provisioner_jobs.id is 'Primary key.';
@@ -49,3 +55,5 @@ comment on column prebuilds.provisioner_jobs.updated_at is
 'heartbeat_job); null until picked up. A running job whose heartbeat is too old is hung.';
 comment on index prebuilds.provisioner_jobs_queue_idx is
 'Jobs waiting for a provisioner, oldest first (acquire_job).';
+comment on index prebuilds.provisioner_jobs_failed_idx is
+'Failed jobs, newest first (the view prebuild_failures).';

@@ -5,7 +5,9 @@ create table prebuilds.reconciliation_action_log (
     run_id bigint not null references prebuilds.reconciliation_runs (id) on delete cascade,
     seq int not null,
     preset_id uuid not null,
-    action text not null check (action in ('cancel', 'delete', 'create', 'backoff')),
+    action text not null
+    constraint reconciliation_action_log_action_check
+    check (action in ('cancel', 'fail_job', 'delete', 'create', 'backoff')),
     workspace_id uuid,
     reason text not null,
     outcome text not null check (outcome in ('applied', 'skipped', 'failed', 'noted')),
@@ -22,7 +24,7 @@ comment on column prebuilds.reconciliation_action_log.seq is
 'Position in the plan (reconciliation_actions.seq).';
 comment on column prebuilds.reconciliation_action_log.preset_id is 'Preset the action was for.';
 comment on column prebuilds.reconciliation_action_log.action is
-'cancel, delete, create or backoff.';
+'cancel, fail_job, delete, create or backoff.';
 comment on column prebuilds.reconciliation_action_log.workspace_id is
 'Workspace acted on; for an applied create, the workspace created.';
 comment on column prebuilds.reconciliation_action_log.reason is 'Why the plan asked for it.';

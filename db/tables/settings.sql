@@ -19,7 +19,18 @@ create table prebuilds.settings (
     demand_window interval not null default '1 hour'
     check (demand_window between interval '1 minute' and interval '7 days'),
     default_build_time interval not null default '10 minutes'
-    check (default_build_time between interval '1 second' and interval '1 day')
+    check (default_build_time between interval '1 second' and interval '1 day'),
+    delete_retry_interval interval not null default '1 minute'
+    check (delete_retry_interval > interval '0'),
+    delete_retry_limit int not null default 5 check (delete_retry_limit between 0 and 100),
+    job_heartbeat_timeout interval not null default '5 minutes'
+    check (job_heartbeat_timeout > interval '0'),
+    job_pending_timeout interval not null default '30 minutes'
+    check (job_pending_timeout > interval '0'),
+    hard_limit_cooldown interval default '1 hour'
+    check (hard_limit_cooldown > interval '0'),
+    failed_prebuild_retention interval
+    check (failed_prebuild_retention > interval '0')
 );
 
 comment on table prebuilds.settings is
@@ -48,6 +59,23 @@ comment on column prebuilds.settings.demand_window is
 comment on column prebuilds.settings.default_build_time is
 'Demand sizing (SPEC 6.3): the build time assumed for a preset with no successful prebuild in the '
 'last 24 hours; 1 second to 1 day.';
+comment on column prebuilds.settings.delete_retry_interval is
+'Base of the exponential backoff between attempts to delete a prebuild whose delete failed: '
+'retry n waits delete_retry_interval * 2^(n-1) after the failure, at most one hour.';
+comment on column prebuilds.settings.delete_retry_limit is
+'Retries of a failed delete; a prebuild whose delete failed more often than this is quarantined '
+'(no more retries, counted in preset_state.quarantined). 0 = never retry.';
+comment on column prebuilds.settings.job_heartbeat_timeout is
+'A running prebuild job whose last heartbeat (provisioner_jobs.updated_at) is older than this is '
+'hung: the reconciler fails it.';
+comment on column prebuilds.settings.job_pending_timeout is
+'A prebuild job that no provisioner picked up for this long is hung: the reconciler fails it.';
+comment on column prebuilds.settings.hard_limit_cooldown is
+'A hard-limited preset gets one probe build this long after its last failure; null = only '
+'resume_preset clears a hard limit.';
+comment on column prebuilds.settings.failed_prebuild_retention is
+'Failed and stopped prebuilds whose latest build finished longer ago than this are deleted; '
+'null = kept for investigation.';
 
 -- Read by the operator commands, the platform and dashboards (db/roles/).
 grant select on prebuilds.settings

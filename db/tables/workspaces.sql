@@ -1,6 +1,7 @@
 -- Workspaces; a prebuild is a non-deleted workspace owned by the system user.
--- latest_build_* and current_preset_id are maintained by the trigger workspace_builds_track_latest,
--- so the plan reaches a prebuild's state without reading its build history.
+-- latest_build_*, current_preset_id and delete_failures are maintained by the trigger
+-- workspace_builds_track_latest (and delete_failures by the functions that fail a job), so the
+-- plan reaches a prebuild's state without reading its build history.
 
 create table prebuilds.workspaces (
     id uuid primary key default gen_random_uuid(),
@@ -12,7 +13,8 @@ create table prebuilds.workspaces (
     deleted bool not null default false,
     latest_build_id uuid,
     latest_build_number int,
-    current_preset_id uuid references prebuilds.presets (id)
+    current_preset_id uuid references prebuilds.presets (id),
+    delete_failures int not null default 0 check (delete_failures >= 0)
 );
 
 -- Every live prebuild, and nothing else: the plan and the per-preset re-checks read this index,
@@ -42,6 +44,10 @@ comment on column prebuilds.workspaces.latest_build_number is
 comment on column prebuilds.workspaces.current_preset_id is
 'Preset of the latest build that names one: the pool this prebuild counts in (maintained by '
 'trigger).';
+comment on column prebuilds.workspaces.delete_failures is
+'Consecutive failed delete builds that end the workspace''s history: counted by complete_job and '
+'fail_job when a delete fails, reset when a build other than a delete is added (maintained by '
+'trigger). The delete retry backoff and quarantine read it instead of the build history.';
 comment on index prebuilds.workspaces_live_prebuilds_idx is
 'Live prebuilds by preset and age: the only workspace rows the plan reads.';
 comment on index prebuilds.workspaces_owner_id_idx is 'Live workspaces of one owner.';

@@ -26,7 +26,10 @@ select
     ps.claims_last_hour,
     ps.misses_last_hour,
     ps.demand,
-    ps.desired_reason
+    ps.desired_reason,
+    ps.last_error,
+    ps.retrying_deletes,
+    ps.quarantined
 from prebuilds.preset_state_at(now()) as ps;
 
 comment on view prebuilds.preset_state is
@@ -66,6 +69,13 @@ comment on column prebuilds.preset_state.creates_planned is 'Creates the next cy
 comment on column prebuilds.preset_state.schedule_note is
 'Which schedule sets desired now, or why the preset''s schedules are ignored (no time zone, '
 'unknown zone, invalid or overlapping expressions); null when the preset has no schedules.';
+comment on column prebuilds.preset_state.last_error is
+'Error of the most recent failed start counted in failures; null when none.';
+comment on column prebuilds.preset_state.retrying_deletes is
+'Prebuilds whose delete failed and that wait for (or get) a retry with exponential backoff.';
+comment on column prebuilds.preset_state.quarantined is
+'Prebuilds whose delete failed more than settings.delete_retry_limit retries: no more retries; '
+'see prebuilds.prebuild_failures, then delete them by hand or with prebuilds cleanup.';
 
 comment on column prebuilds.preset_state.claims_last_hour is
 'Claims that got a prebuild in the last hour (claim_stats hits).';

@@ -21,10 +21,12 @@ comment on view prebuilds.reconciliation_actions is
 comment on column prebuilds.reconciliation_actions.seq is 'Position in the plan, from 1.';
 comment on column prebuilds.reconciliation_actions.preset_id is 'Preset the action is for.';
 comment on column prebuilds.reconciliation_actions.action is
-'cancel (queued build of an inactive preset), delete (running prebuild), create (one new '
-'prebuild) or backoff (informational: creates held back).';
+'cancel (queued initial build of an inactive preset, or beyond an active pool''s need), '
+'fail_job (a hung job of a prebuild), delete (a running prebuild, a failed delete due for a '
+'retry, a failed or stopped prebuild past its retention), create (one new prebuild, or a hard '
+'limit''s probe) or backoff (informational: creates held back).';
 comment on column prebuilds.reconciliation_actions.workspace_id is
-'Workspace to cancel or delete; null for create and backoff.';
+'Workspace to cancel, delete or whose job to fail; null for create and backoff.';
 comment on column prebuilds.reconciliation_actions.reason is 'Why, in words.';
 comment on column prebuilds.reconciliation_actions.organization_name is
 'Organization of the template.';

@@ -7,7 +7,11 @@ select plan(5);
 create temp table ids on commit drop as
 select fixture.active_preset('web', null) as preset;
 insert into prebuilds.claim_stats (preset_id, bucket, hits, misses)
-select ids.preset, b.bucket, 1, 0
+select
+    ids.preset,
+    b.bucket,
+    1 as hits,
+    0 as misses
 from ids,
     (values ('2025-06-02 10:05Z'::timestamptz), ('2025-06-02 10:20Z')) as b (bucket);
 

@@ -31,8 +31,9 @@ begin
 
     perform fixture.prebuild(v_p2, '2025-06-01 10:00Z', p_name => 'running');
     perform fixture.prebuild(v_p2q, '2025-06-01 10:00Z', 'starting', p_name => 'queued');
-    perform fixture.prebuild(v_p2f, '2025-06-01 10:00Z', 'provisioning');
-    perform fixture.prebuild(v_p2f, '2025-06-01 10:00Z', 'deleting');
+    -- In flight and alive (not hung, SPEC 5.2): nothing to do for an inactive preset.
+    perform fixture.prebuild(v_p2f, '2025-06-02 11:58Z', 'provisioning');
+    perform fixture.prebuild(v_p2f, '2025-06-02 11:58Z', 'deleting');
     perform fixture.prebuild(v_p3r, '2025-06-01 10:00Z', p_name => 'removed');
     perform fixture.prebuild(v_p3n, '2025-06-01 10:00Z', 'stopped');
     update prebuilds.templates set deprecated = true where id = (

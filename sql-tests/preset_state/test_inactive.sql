@@ -21,8 +21,9 @@ select results_eq(
     select is_active, hard_limited, backoff_until, blocked_reason
     from prebuilds.preset_state_at('2025-06-02 12:00Z')
     $$,
-    $$values (true, false, '2025-06-02 12:02Z'::timestamptz, null::text)$$,
-    'active: not hard-limited (the most recent build is queued), backoff_until set, nothing wanted'
+    $$values (true, true, '2025-06-02 12:02Z'::timestamptz, null::text)$$,
+    'active: hard-limited (a build in flight neither ends nor extends the limit, SPEC 5.4), '
+    || 'backoff_until set, nothing wanted'
 );
 
 update prebuilds.workspaces set deleted = true where name = 'queued';

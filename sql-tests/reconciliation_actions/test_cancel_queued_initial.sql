@@ -2,6 +2,8 @@
 -- alone and counts as starting; builds a worker already picked up are never cancelled (SPEC 4.4).
 begin;
 select plan(8);
+-- The builds in flight here are alive: hung jobs (SPEC 5.2) are sql-tests/fail_job's subject.
+update prebuilds.settings set job_heartbeat_timeout = '1 day', job_pending_timeout = '1 day';
 
 do $$
 declare
@@ -98,6 +100,10 @@ update prebuilds.templates as t set
         where v.name = 'v1' and v.template_id = t.id
     )
 where t.name = 'old';
+-- The three starts in flight are all needed (with fewer desired, the queued initial build would
+-- be a surplus of the active preset, SPEC 5.3).
+update prebuilds.presets set desired_instances = 3
+where id = fixture.preset_of('old', 'v1', 'old-pool');
 
 select ok(
     not exists (

@@ -2,6 +2,8 @@
 -- a create; a stopping or deleting one does not, and none of them is deleted.
 begin;
 select plan(6);
+-- The builds in flight here are alive: hung jobs (SPEC 5.2) are sql-tests/fail_job's subject.
+update prebuilds.settings set job_heartbeat_timeout = '1 day', job_pending_timeout = '1 day';
 
 do $$
 declare
@@ -50,13 +52,14 @@ select is_empty(
     'nothing in flight is deleted or cancelled'
 );
 
--- The same with the pool removed: in-flight builds are still left alone.
+-- The same with the pool removed: builds a provisioner picked up are still left alone; the
+-- queued start is now a surplus and is cancelled first (SPEC 5.3).
 update prebuilds.presets set desired_instances = null;
 
 select results_eq(
     $$select * from fixture.plan('2025-06-02 12:00Z')$$,
-    array['delete:a1', 'delete:b1', 'delete:c1', 'delete:d1'],
-    'pool removed: only the running prebuilds are deleted, builds in flight are not'
+    array['cancel:a2', 'delete:a1', 'delete:b1', 'delete:c1', 'delete:d1'],
+    'pool removed: the queued start is cancelled, the running prebuilds deleted, the rest left'
 );
 
 select results_eq(

@@ -2,10 +2,13 @@
 -- prebuild is deleted (oldest first), nothing is created, and queued initial builds are cancelled.
 begin;
 select plan(8);
+-- The builds in flight here are alive: hung jobs (SPEC 5.2) are sql-tests/fail_job's subject.
+update prebuilds.settings set job_heartbeat_timeout = '1 day', job_pending_timeout = '1 day';
 
 do $$
 declare
-    v_dep uuid := fixture.active_preset('dep', 2);
+    -- 3 desired: the queued build is needed while the template is live (no surplus, SPEC 5.3).
+    v_dep uuid := fixture.active_preset('dep', 3);
     v_del uuid := fixture.active_preset('del', 1);
 begin
     perform fixture.prebuild(v_dep, '2025-06-02 10:00Z', p_name => 'dep2');

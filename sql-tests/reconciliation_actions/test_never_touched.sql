@@ -2,6 +2,8 @@
 -- real users' workspaces get no delete or cancel, even when their preset is inactive.
 begin;
 select plan(6);
+-- The builds in flight here are alive: hung jobs (SPEC 5.2) are sql-tests/fail_job's subject.
+update prebuilds.settings set job_heartbeat_timeout = '1 day', job_pending_timeout = '1 day';
 
 create temp table untouched (name text primary key) on commit drop;
 

@@ -2,6 +2,8 @@
 -- and the running prebuilds are deleted; with nothing left the preset is no longer considered.
 begin;
 select plan(6);
+-- The builds in flight here are alive: hung jobs (SPEC 5.2) are sql-tests/fail_job's subject.
+update prebuilds.settings set job_heartbeat_timeout = '1 day', job_pending_timeout = '1 day';
 
 do $$
 declare
@@ -16,14 +18,19 @@ $$;
 
 select results_eq(
     $$select * from fixture.plan('2025-06-02 12:00Z')$$,
-    array['delete:a', 'delete:b'],
-    'both running prebuilds are deleted; the one still starting is left alone'
+    array['cancel:c', 'delete:a', 'delete:b'],
+    'the queued build is cancelled first (SPEC 5.3), then both running prebuilds are deleted'
 );
 
 select results_eq(
-    $$select distinct reason from prebuilds.reconciliation_actions_at('2025-06-02 12:00Z')$$,
-    $$values ('surplus: 2 running, 0 desired')$$,
-    'they are surplus to a desired size of 0'
+    $$select reason from prebuilds.reconciliation_actions_at('2025-06-02 12:00Z') order by seq$$,
+    $$
+    values
+        ('surplus: 2 running, 1 starting, 0 desired: initial build still queued'),
+        ('surplus: 2 running, 0 desired'),
+        ('surplus: 2 running, 0 desired')
+    $$,
+    'all three are surplus to a desired size of 0'
 );
 
 select results_eq(

@@ -1,7 +1,8 @@
-"""The apply path's server time (issue 9, apply throughput; bench/apply_pieces.py):
-create_prebuild runs its cached generic plans (its schedule lookup was planned afresh on every
-create), write_fence_key and reconcile_lock_held lose a `set search_path` that kept them from
-being inlined, and count_prebuild_event becomes PL/pgSQL so PostgreSQL 15 caches its plan.
+"""Self-healing pools (issue 10, SPEC 5): failed deletes retried with exponential backoff then
+quarantined (workspaces.delete_failures), hung prebuild jobs failed (fail_job), surplus queued
+builds cancelled on active presets, a probe build for hard-limited presets, failures visible
+(preset_state.last_error, retrying_deletes, quarantined; the view prebuild_failures) and cleaned
+up (settings.failed_prebuild_retention, cleanup_prebuilds).
 
 Revision ID: 0010
 Revises: 0009
