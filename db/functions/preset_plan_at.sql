@@ -150,7 +150,7 @@ begin atomic
             d.is_active,
             d.is_active
             and (
-                d.desired_instances is not null or d.max_instances is not null or hs.has_schedules
+                d.desired_instances is not null or d.max_instances is not null or d.has_schedules
             ) as has_pool,
             case when d.is_active then size.desired else 0 end as desired,
             size.schedule_note,
@@ -191,7 +191,14 @@ begin atomic
                         and not t.deleted
                         and not t.deprecated,
                         false
-                    ) as is_active
+                    ) as is_active,
+                    -- Here, behind the fence, it stays a column: pulled up, it would be the EXISTS
+                    -- itself, and a function whose arguments hold a sub-select is not inlined
+                    -- (pool_size_at would then be planned on every call: 0.6 ms per preset).
+                    exists(
+                        select from prebuilds.preset_schedules as s
+                        where s.preset_id = p.id
+                    ) as has_schedules
                 from prebuilds.presets as p
                 inner join prebuilds.template_versions as v on p.template_version_id = v.id
                 inner join prebuilds.templates as t on v.template_id = t.id
@@ -200,17 +207,6 @@ begin atomic
                 where p.id = pooled.preset_id
                 offset 0  -- noqa: AM09
             ) as d
-        cross join
-            lateral (
-                select exists(
-                    select from prebuilds.preset_schedules as s
-                    where s.preset_id = d.preset_id
-                ) as has_schedules
-                -- Keeps has_schedules a column: pulled up, it would be the EXISTS itself, and
-                -- a function whose arguments hold a sub-select is not inlined (pool_size_at
-                -- would then be planned on every call: 0.6 ms per preset).
-                offset 0  -- noqa: AM09
-            ) as hs
         -- The pool's size (SPEC 4.2, 4.3, 6.3), computed only for active presets.
         left join lateral (
             select
@@ -220,7 +216,7 @@ begin atomic
                 ps.schedule_note
             from prebuilds.pool_size_at(
                     d.preset_id, d.desired_instances, d.min_instances, d.max_instances,
-                    d.scheduling_timezone, hs.has_schedules, p_now
+                    d.scheduling_timezone, d.has_schedules, p_now
                 ) as ps
             where d.is_active
             -- Keeps the condition a gate in front of the call (not a filter after it).
