@@ -541,34 +541,55 @@ def apply_baseline(server_url: str, template: str, n: int) -> ApplyResult:
     )
 
 
-def apply_physical(server_url: str, template: str, n: int) -> ApplyResult:
-    """The ceiling: the rows a create writes, as plain one-statement transactions over two
-    connections, with nothing planned or checked."""
+def apply_physical(
+    server_url: str, template: str, n: int, *, log_row: bool = True, prepare: bool = True
+) -> ApplyResult:
+    """The ceiling: the rows an applied create writes (its action log row included), as plain
+    one-statement autocommit transactions over two connections, nothing locked or checked, the
+    statement prepared on the server after five executions (psycopg's default): the cheapest way
+    to write those rows, which the driver cannot take (no prepared statements behind PgBouncer;
+    its PL/pgSQL functions cache their own plans instead). The connections open before the clock
+    starts, as the driver's write pool is open before its apply phase is timed.
+
+    ``log_row=False`` is the reference as it was before (no log row); ``prepare=False`` re-plans
+    every statement. ``python -m bench.apply_pieces`` measures all three.
+    """
     db = f"bench_run_{n}"
     url = create_database(server_url, db, template)
     try:
-        with psycopg.connect(url) as conn:
+        with psycopg.connect(url, autocommit=True) as conn:
             presets = [r[0] for r in conn.execute(query_bench("bench_presets")).fetchall()]
-        work = iter(presets[i % len(presets)] for i in range(n))
+            run = conn.execute(query_bench("physical_run"), {"creates": n}).fetchone()
+        assert run is not None
+        statement = query_bench("physical_create" if log_row else "physical_create_unlogged")
+        work = iter(enumerate(presets[i % len(presets)] for i in range(n)))
         lock = threading.Lock()
+        conns = [
+            psycopg.connect(url, autocommit=True, prepare_threshold=5 if prepare else None)
+            for _ in range(2)
+        ]
 
-        def writer() -> None:
-            with psycopg.connect(url, autocommit=True) as conn:
-                while True:
-                    with lock:
-                        preset = next(work, None)
-                    if preset is None:
-                        return
-                    conn.execute(query_bench("physical_create"), {"preset_id": preset})
+        def writer(conn: psycopg.Connection[Any]) -> None:
+            while True:
+                with lock:
+                    item = next(work, None)
+                if item is None:
+                    return
+                seq, preset = item
+                conn.execute(statement, {"preset_id": preset, "run_id": run[0], "seq": seq})
 
-        with connection_sampler(server_url, db) as samples:
-            started = time.perf_counter()
-            threads = [threading.Thread(target=writer) for _ in range(2)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            seconds = time.perf_counter() - started
+        try:
+            with connection_sampler(server_url, db) as samples:
+                started = time.perf_counter()
+                threads = [threading.Thread(target=writer, args=(c,)) for c in conns]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                seconds = time.perf_counter() - started
+        finally:
+            for c in conns:
+                c.close()
     finally:
         drop_database(server_url, db)
     return ApplyResult(n, seconds, seconds, n, max(samples, default=0), n, n)

@@ -42,9 +42,69 @@ inner join prebuilds.templates as t on v.template_id = t.id
 where t.name = 'bench-apply'
 order by p.name;
 
+-- name: physical_run
+-- The run row the physical reference's action log rows belong to (written before the clock).
+insert into prebuilds.reconciliation_runs (hostname, actions_planned)
+values ('bench-physical', %(creates)s)
+returning id;
+
 -- name: physical_create
--- The rows create_prebuild writes (workspace, pending job, build 1 and, through the trigger,
--- the workspace's latest-build pointer; the preset's counter), with no lock and no re-check.
+-- The rows an applied create writes, in one statement: the workspace, its pending job, build 1
+-- (whose trigger points the workspace at it), the preset's counter (in the backend's shard, as
+-- count_prebuild_event does) and the action's log row. No lock, no re-check, no licence check.
+with
+preset as (
+    select p.id, p.template_version_id, t.id as template_id, t.organization_id
+    from prebuilds.presets as p
+    inner join prebuilds.template_versions as v on p.template_version_id = v.id
+    inner join prebuilds.templates as t on v.template_id = t.id
+    where p.id = %(preset_id)s
+),
+
+ws as (
+    insert into prebuilds.workspaces (organization_id, template_id, owner_id, name)
+    select
+        preset.organization_id,
+        preset.template_id,
+        prebuilds.system_user_id(),
+        'prebuild-' || left(replace(gen_random_uuid()::text, '-', ''), 12)
+    from preset
+    returning id
+),
+
+job as (
+    insert into prebuilds.provisioner_jobs (initiator_id)
+    values (prebuilds.system_user_id())
+    returning id
+),
+
+build as (
+    insert into prebuilds.workspace_builds (
+        workspace_id, build_number, template_version_id, preset_id, transition, initiator_id,
+        job_id
+    )
+    select
+        ws.id, 1, preset.template_version_id, preset.id, 'start', prebuilds.system_user_id(),
+        job.id
+    from ws, job, preset
+    returning id
+),
+
+counted as (
+    insert into prebuilds.preset_counters as c (preset_id, shard, created)
+    select preset.id, pg_backend_pid() %% 16, 1 from preset
+    on conflict (preset_id, shard) do update set created = c.created + 1
+)
+
+insert into prebuilds.reconciliation_action_log (
+    run_id, seq, preset_id, action, workspace_id, reason, outcome, started_at
+)
+select %(run_id)s, %(seq)s, preset.id, 'create', ws.id, 'bench', 'applied', clock_timestamp()
+from preset, ws;
+
+-- name: physical_create_unlogged
+-- The reference before it wrote the log row (kept to compare, python -m bench.apply_pieces):
+-- the workspace, job, build and counter (shard 0) only.
 with
 preset as (
     select p.id, p.template_version_id, t.id as template_id, t.organization_id

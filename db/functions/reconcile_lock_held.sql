@@ -4,13 +4,13 @@
 -- the two-int keyspace, class: the low half of the key; see take_reconcile_lock). Asking for
 -- that token shared fails exactly while the plan transaction is alive: one lock-manager call,
 -- no scan of pg_locks, and no other reconciler (which has a token of its own) can pass for it.
--- When it succeeds the caller raises, which releases it.
+-- When it succeeds the caller raises, which releases it. No `set search_path` (bound at
+-- creation, see write_fence_key), so callers get it inlined.
 
 create function prebuilds.reconcile_lock_held(p_key bigint, p_token int)
 returns bool
 language sql
 volatile
-set search_path = ''
 begin atomic
     select not pg_catalog.pg_try_advisory_xact_lock_shared(
         prebuilds.write_fence_key(p_key, 2), p_token
