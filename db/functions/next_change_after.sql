@@ -18,23 +18,40 @@ begin atomic
         select st.*
         from prebuilds.settings as st
         limit 1  -- noqa: AM09
+    ),
+
+    -- Every live prebuild with its latest build and job, read once for the branches below that
+    -- look at prebuilds (TTL, backoff, self-healing, the hard-limit probe).
+    live as materialized (
+        select
+            w.created_at,
+            w.current_preset_id as preset_id,
+            w.delete_failures,
+            b.transition,
+            b.initiator_id,
+            b.created_at as build_created_at,
+            j.status as job_status,
+            j.created_at as job_created_at,
+            j.started_at as job_started_at,
+            j.updated_at as job_updated_at,
+            j.completed_at as job_completed_at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
     )
 
     select min(c.at) as at
     from (
         -- TTL: a running prebuild is expired once older than ttl_seconds (is_expired).
-        select w.created_at + make_interval(secs => p.ttl_seconds + 0.000001) as at
-        from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        select l.created_at + make_interval(secs => p.ttl_seconds + 0.000001) as at
+        from live as l
+        inner join prebuilds.presets as p on l.preset_id = p.id
         where
-            w.owner_id = prebuilds.system_user_id()
-            and not w.deleted
-            and b.transition = 'start'
-            and j.status = 'succeeded'
+            l.transition = 'start'
+            and l.job_status = 'succeeded'
             and p.ttl_seconds > 0
-            and w.created_at + make_interval(secs => p.ttl_seconds) >= p_now
+            and l.created_at + make_interval(secs => p.ttl_seconds) >= p_now
 
         union all
 
@@ -48,24 +65,20 @@ begin atomic
             ]) as at
         from (
             select
-                max(b.created_at) as last_failure_at,
-                min(b.created_at) as first_failure_at,
+                max(l.build_created_at) as last_failure_at,
+                min(l.build_created_at) as first_failure_at,
                 count(*) as failures,
                 min(s.backoff_interval) as backoff_interval,
                 min(s.backoff_lookback) as backoff_lookback
-            from prebuilds.workspaces as w
-            inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-            inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-            inner join prebuilds.presets as p on w.current_preset_id = p.id
+            from live as l
+            inner join prebuilds.presets as p on l.preset_id = p.id
             cross join settings as s
             where
-                w.owner_id = prebuilds.system_user_id()
-                and not w.deleted
-                and b.transition = 'start'
-                and j.status = 'failed'
-                and b.created_at >= p_now - s.backoff_lookback
-                and (p.failures_reset_at is null or b.created_at >= p.failures_reset_at)
-            group by w.current_preset_id
+                l.transition = 'start'
+                and l.job_status = 'failed'
+                and l.build_created_at >= p_now - s.backoff_lookback
+                and (p.failures_reset_at is null or l.build_created_at >= p.failures_reset_at)
+            group by l.preset_id
         ) as f
 
         union all
@@ -150,52 +163,47 @@ begin atomic
             unnest(array[
                 case
                     when
-                        b.transition = 'delete' and j.status = 'failed'
-                        and greatest(w.delete_failures, 1) <= s.delete_retry_limit
+                        l.transition = 'delete' and l.job_status = 'failed'
+                        and greatest(l.delete_failures, 1) <= s.delete_retry_limit
                         then
                             prebuilds.delete_retry_at(
-                                j.completed_at, w.delete_failures, s.delete_retry_interval
+                                l.job_completed_at, l.delete_failures, s.delete_retry_interval
                             )
                 end,
                 case
-                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'running'
-                        then coalesce(j.updated_at, j.started_at) + s.job_heartbeat_timeout
+                    when l.initiator_id = prebuilds.system_user_id() and l.job_status = 'running'
+                        then coalesce(l.job_updated_at, l.job_started_at) + s.job_heartbeat_timeout
                             + interval '1 microsecond'
-                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'pending'
-                        then j.created_at + s.job_pending_timeout + interval '1 microsecond'
+                    when l.initiator_id = prebuilds.system_user_id() and l.job_status = 'pending'
+                        then l.job_created_at + s.job_pending_timeout + interval '1 microsecond'
                 end,
                 case
                     when
-                        (b.transition in ('start', 'stop') and j.status = 'failed')
-                        or (b.transition = 'stop' and j.status = 'succeeded')
-                        then j.completed_at + s.failed_prebuild_retention
+                        (l.transition in ('start', 'stop') and l.job_status = 'failed')
+                        or (l.transition = 'stop' and l.job_status = 'succeeded')
+                        then l.job_completed_at + s.failed_prebuild_retention
                             + interval '1 microsecond'
                 end
             ]) as at
-        from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        from live as l
         cross join settings as s
-        where w.owner_id = prebuilds.system_user_id() and not w.deleted
 
         union all
 
         -- Hard-limit probe (SPEC 5.4): hard_limit_cooldown after a preset's last failed start
         -- finished (offered for every preset with one; the plan decides whether it is limited).
-        select max(coalesce(j.completed_at, b.created_at)) + min(s.hard_limit_cooldown) as at
-        from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        select
+            max(coalesce(l.job_completed_at, l.build_created_at))
+            + min(s.hard_limit_cooldown) as at
+        from live as l
+        inner join prebuilds.presets as p on l.preset_id = p.id
         cross join settings as s
         where
-            w.owner_id = prebuilds.system_user_id()
-            and not w.deleted
-            and b.transition = 'start'
-            and j.status = 'failed'
+            l.transition = 'start'
+            and l.job_status = 'failed'
             and s.hard_limit_cooldown is not null
-            and (p.failures_reset_at is null or b.created_at >= p.failures_reset_at)
-        group by w.current_preset_id
+            and (p.failures_reset_at is null or l.build_created_at >= p.failures_reset_at)
+        group by l.preset_id
     ) as c
     where c.at > p_now;
 end;

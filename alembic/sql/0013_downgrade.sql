@@ -1,0 +1,225 @@
+-- Revision 0013, undone. Written by hand above the marker, in sections (one per piece of work).
+
+-- >>> next_change_after reads the live prebuilds once (issue 11, the loop's wake-up read) --------
+drop function prebuilds.next_change_after(timestamptz);
+-- <<< next_change_after reads the live prebuilds once ---------------------------------------------
+
+-- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/next_change_after.sql
+-- Internal: the rules of next_change_at (SPEC 6.1): one row, the earliest instant after p_now at
+-- which a rule driven by the clock alone flips, with no write at all, or null. Plain SQL, so the
+-- planner inlines it into next_change_at's plan, which is cached per connection.
+-- Each time-driven rule is one branch of the union below: a set of candidate instants. A branch
+-- may offer instants at which nothing ends up changing (the loop then runs an empty cycle); it
+-- must never miss one. Schedules are looked ahead 48 hours (the longest --interval is a day: the
+-- loop asks again before anything further away is due).
+
+create function prebuilds.next_change_after(p_now timestamptz)
+returns table (at timestamptz)
+language sql
+stable
+rows 1
+begin atomic
+    with
+    -- The one settings row, estimated as one (a table this small is never analysed).
+    settings as (
+        select st.*
+        from prebuilds.settings as st
+        limit 1  -- noqa: AM09
+    )
+
+    select min(c.at) as at
+    from (
+        -- TTL: a running prebuild is expired once older than ttl_seconds (is_expired).
+        select w.created_at + make_interval(secs => p.ttl_seconds + 0.000001) as at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        where
+            w.owner_id = prebuilds.system_user_id()
+            and not w.deleted
+            and b.transition = 'start'
+            and j.status = 'succeeded'
+            and p.ttl_seconds > 0
+            and w.created_at + make_interval(secs => p.ttl_seconds) >= p_now
+
+        union all
+
+        -- Backoff (SPEC 4.2): it ends at last failure + failures × backoff_interval, and the
+        -- count drops when the oldest counted failure leaves backoff_lookback. The same failures
+        -- preset_plan_at counts: failed latest start builds of live prebuilds, since the reset.
+        select
+            unnest(array[
+                f.last_failure_at + f.failures * f.backoff_interval,
+                f.first_failure_at + f.backoff_lookback
+            ]) as at
+        from (
+            select
+                max(b.created_at) as last_failure_at,
+                min(b.created_at) as first_failure_at,
+                count(*) as failures,
+                min(s.backoff_interval) as backoff_interval,
+                min(s.backoff_lookback) as backoff_lookback
+            from prebuilds.workspaces as w
+            inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+            inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+            inner join prebuilds.presets as p on w.current_preset_id = p.id
+            cross join settings as s
+            where
+                w.owner_id = prebuilds.system_user_id()
+                and not w.deleted
+                and b.transition = 'start'
+                and j.status = 'failed'
+                and b.created_at >= p_now - s.backoff_lookback
+                and (p.failures_reset_at is null or b.created_at >= p.failures_reset_at)
+            group by w.current_preset_id
+        ) as f
+
+        union all
+
+        -- Schedules (SPEC 4.3): the first local hour boundary at which the pool size the
+        -- schedules give differs from now, for active presets with schedules and a known zone.
+        select nxt.at
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        cross join
+            lateral (
+                select
+                    prebuilds.local_time(p_now, p.scheduling_timezone) as local_now,
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
+                    ) as desired_now
+            ) as z
+        cross join
+            lateral (
+                select h.at
+                from generate_series(1, 48) as g (n)
+                cross join
+                    lateral (
+                        select
+                            (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
+                            at time zone p.scheduling_timezone as at
+                    ) as h
+                where
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
+                    ) is distinct from z.desired_now
+                order by g.n
+                limit 1
+            ) as nxt
+        where
+            not t.deleted
+            and not t.deprecated
+            and p.scheduling_timezone <> ''
+            and z.local_now is not null
+            and exists (select from prebuilds.preset_schedules as ps where ps.preset_id = p.id)
+
+        union all
+
+        -- Demand (SPEC 6.3): a demand-sized preset's demand changes when its oldest counted claim
+        -- bucket leaves demand_window, and its build time when its oldest counted build leaves
+        -- the 24 hours (pool_size_at counts the same rows, through the same keys).
+        select
+            unnest(array[
+                (
+                    select min(cs.bucket)
+                    from prebuilds.claim_stats as cs
+                    where
+                        cs.preset_id = p.id
+                        and cs.bucket > p_now - s.demand_window
+                        and cs.bucket <= p_now
+                ) + s.demand_window,
+                (
+                    select min(wb.created_at)
+                    from prebuilds.workspace_builds as wb
+                    where
+                        wb.preset_id = p.id
+                        and wb.transition = 'start'
+                        and wb.initiator_id = prebuilds.system_user_id()
+                        and wb.created_at > p_now - interval '24 hours'
+                        and wb.created_at <= p_now
+                ) + interval '24 hours'
+            ]) as at
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        cross join settings as s
+        where not t.deleted and not t.deprecated and p.max_instances is not null
+
+        union all
+
+        -- Self-healing (SPEC 5), per live prebuild, from its latest build's job as the plan reads
+        -- it: a failed delete's retry is due (5.1); a system job in flight becomes hung just after
+        -- its heartbeat or its queueing plus the timeout (5.2); a failed or stopped prebuild
+        -- passes the retention just after it finished plus failed_prebuild_retention (5.5).
+        select
+            unnest(array[
+                case
+                    when
+                        b.transition = 'delete' and j.status = 'failed'
+                        and greatest(w.delete_failures, 1) <= s.delete_retry_limit
+                        then
+                            prebuilds.delete_retry_at(
+                                j.completed_at, w.delete_failures, s.delete_retry_interval
+                            )
+                end,
+                case
+                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'running'
+                        then coalesce(j.updated_at, j.started_at) + s.job_heartbeat_timeout
+                            + interval '1 microsecond'
+                    when b.initiator_id = prebuilds.system_user_id() and j.status = 'pending'
+                        then j.created_at + s.job_pending_timeout + interval '1 microsecond'
+                end,
+                case
+                    when
+                        (b.transition in ('start', 'stop') and j.status = 'failed')
+                        or (b.transition = 'stop' and j.status = 'succeeded')
+                        then j.completed_at + s.failed_prebuild_retention
+                            + interval '1 microsecond'
+                end
+            ]) as at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        cross join settings as s
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+
+        union all
+
+        -- Hard-limit probe (SPEC 5.4): hard_limit_cooldown after a preset's last failed start
+        -- finished (offered for every preset with one; the plan decides whether it is limited).
+        select max(coalesce(j.completed_at, b.created_at)) + min(s.hard_limit_cooldown) as at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        inner join prebuilds.presets as p on w.current_preset_id = p.id
+        cross join settings as s
+        where
+            w.owner_id = prebuilds.system_user_id()
+            and not w.deleted
+            and b.transition = 'start'
+            and j.status = 'failed'
+            and s.hard_limit_cooldown is not null
+            and (p.failures_reset_at is null or b.created_at >= p.failures_reset_at)
+        group by w.current_preset_id
+    ) as c
+    where c.at > p_now;
+end;
+
+comment on function prebuilds.next_change_after(timestamptz) is
+'Internal: one row, the earliest instant after p_now at which the plan changes with no write, '
+'or null; read it through next_change_at, which caches its plan.';
+
+-- >>> db/grants/public.sql
+-- Nothing in schema prebuilds is callable by PUBLIC (SPEC 7): a role calls exactly the
+-- functions granted to it (each function's file, db/grants/). Functions are executable by PUBLIC
+-- when created, so this runs last; internal helpers are reached through the security definer
+-- functions that call them. (`alter default privileges` cannot do this per schema: a per-schema
+-- default only adds to the global one, which grants PUBLIC execute; changing the global one would
+-- change every schema of the database. tests/test_roles.py checks that no function is left
+-- executable by PUBLIC.)
+
+revoke execute on all functions in schema prebuilds from public;
