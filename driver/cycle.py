@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -308,14 +308,29 @@ class Session:
             self._conn.read_only = True
         return self._conn
 
+    @contextlib.contextmanager
+    def _idle_use(self) -> Iterator[psycopg.Connection[Any]]:
+        """The plan connection between cycles, for one short transaction of the caller's. On
+        an error the connection is dropped when it broke, else its transaction rolled back, so
+        the next cycle's lock statement never meets an aborted transaction; the error goes on
+        to the caller, which reports it."""
+        try:
+            yield self._connection()
+        except (CannotRun, psycopg.Error):
+            if self._conn is not None and self._conn.broken:
+                self._drop_connection()
+            elif self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.rollback()
+            raise
+
     def refresh_metrics(self, metrics: Metrics) -> None:
         """Read the database-backed metrics on the idle plan connection (no fourth
         connection); a failure is logged, never fatal."""
         try:
-            metrics.refresh(self._connection())
+            with self._idle_use() as conn:
+                metrics.refresh(conn)
         except (CannotRun, psycopg.Error) as exc:
-            if self._conn is not None and self._conn.broken:
-                self._drop_connection()
             log.warning(
                 "could not refresh metrics: %s", first_line(exc), extra={"event": "metrics_error"}
             )
@@ -325,12 +340,10 @@ class Session:
         the server's clock), read on the idle plan connection; None when nothing is due or the
         read failed (logged: the loop then waits for a notification or the interval)."""
         try:
-            conn = self._connection()
-            row = conn.execute(query("next_change")).fetchone()
-            conn.rollback()
+            with self._idle_use() as conn:
+                row = conn.execute(query("next_change")).fetchone()
+                conn.rollback()
         except (CannotRun, psycopg.Error) as exc:
-            if self._conn is not None and self._conn.broken:
-                self._drop_connection()
             log.debug("reading next_change_at: %s", first_line(exc))
             return None
         return None if row is None or row[0] is None else max(float(row[0]), 0.0)
@@ -341,17 +354,12 @@ class Session:
         sees every claim whose notification another claim sent (``prebuilds.notify_claim``).
         False when the wait timed out or failed: the caller cycles again shortly."""
         try:
-            conn = self._connection()
-            row = conn.execute(
-                query("wait_for_claims"), {"timeout_ms": max(1, round(timeout * 1000))}
-            ).fetchone()
-            conn.rollback()
+            with self._idle_use() as conn:
+                row = conn.execute(
+                    query("wait_for_claims"), {"timeout_ms": max(1, round(timeout * 1000))}
+                ).fetchone()
+                conn.rollback()
         except (CannotRun, psycopg.Error) as exc:
-            if self._conn is not None and self._conn.broken:
-                self._drop_connection()
-            elif self._conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.rollback()
             log.debug("waiting for claims in flight: %s", first_line(exc))
             return False
         return bool(row and row[0])
@@ -360,15 +368,10 @@ class Session:
         """The listen self-test's notification (driver/wake.py), sent and committed on the
         plan connection (no extra connection); False when it could not be sent."""
         try:
-            conn = self._connection()
-            conn.execute(query("probe_notify"), {"token": token})
-            conn.commit()
+            with self._idle_use() as conn:
+                conn.execute(query("probe_notify"), {"token": token})
+                conn.commit()
         except (CannotRun, psycopg.Error) as exc:
-            if self._conn is not None and self._conn.broken:
-                self._drop_connection()
-            elif self._conn is not None:
-                with contextlib.suppress(psycopg.Error):
-                    self._conn.rollback()
             log.debug("sending the listen self-test: %s", first_line(exc))
             return False
         return True
