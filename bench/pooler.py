@@ -20,7 +20,6 @@ Runs on ``DATABASE_URL`` (a superuser URL: it creates a database) or an embedded
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
@@ -42,11 +41,6 @@ def timed(conn: psycopg.Connection[Any], statement: str) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pooler", description=__doc__)
     parser.add_argument("--scenario", default="dogfood", help="a fleet of bench/fleet.py")
@@ -62,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
                 where: psycopg.connect(url, autocommit=True, prepare_threshold=None)
                 for where, url in (("direct", direct_url), ("pgbouncer", pooled_url))
             }
-            samples: dict[tuple[str, str], list[float]] = {
-                (read, where): [] for read in READS for where in conns
+            samples: dict[tuple[str, str], harness.Samples] = {
+                (read, where): harness.Samples() for read in READS for where in conns
             }
             try:
                 for n in range(args.warmup + args.rounds):
                     for (read, where), out in samples.items():
                         ms = timed(conns[where], READS[read])
                         if n >= args.warmup:
-                            out.append(ms)
+                            out.add_ms(ms)
             finally:
                 for conn in conns.values():
                     conn.close()
@@ -79,11 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         "(client ms)\nread       via          p50     p95"
     )
     for (read, where), out in samples.items():
-        print(f"{read:<10} {where:<10} {statistics.median(out):7.1f} {percentile(out, 0.95):7.1f}")
+        print(f"{read:<10} {where:<10} {out.p50:7.1f} {out.p95:7.1f}")
     for where in conns:
-        ratio = statistics.median(samples[("uncached", where)]) / statistics.median(
-            samples[("cached", where)]
-        )
+        ratio = samples[("uncached", where)].p50 / samples[("cached", where)].p50
         print(f"{where}: the cached read is {ratio:.1f}x faster than the uncached one (p50)")
     return 0
 
