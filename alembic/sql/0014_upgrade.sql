@@ -1,12 +1,230 @@
 -- Revision 0014. Written by hand above the marker, in sections (one per piece of work).
 
 -- >>> a cheaper plan read (issue 9) --------------------------------------------------------------
--- preset_plan_at is re-created; planned_actions_at's body (begin atomic) depends on it.
+-- preset_plan_at and preset_schedule_at are re-created, and with them the functions whose
+-- bodies (begin atomic) depend on them.
 drop function prebuilds.planned_actions_at(timestamptz);
 drop function prebuilds.preset_plan_at(timestamptz);
+drop function prebuilds.next_change_after(timestamptz);
+drop function prebuilds.pool_size_at(uuid, int, int, int, text, bool, timestamptz);
+drop function prebuilds.preset_schedule_at(uuid, text, timestamptz);
 -- <<< a cheaper plan read -------------------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/preset_schedule_at.sql
+-- The schedule in force for a preset at an instant (SPEC 4.3), and why when none can be used.
+-- Called by preset_plan_at (for candidates with schedules) and create_prebuild (its re-check), so
+-- the answer to "how many now?" has one definition. A single query, which the planner inlines
+-- into its caller, over the masks and errors parsed when each schedule was written: only bits
+-- are tested here. No row when the preset has no schedules; otherwise one:
+--   desired null, note 'no schedule matches now'      use desired_instances
+--   desired null, note 'schedules ignored: …'         no or unknown zone, bad or overlapping data
+--   desired n,    note 'schedule … in force'
+
+create function prebuilds.preset_schedule_at(
+    p_preset_id uuid, p_timezone text, p_now timestamptz
+)
+returns table (desired int, note text)
+language sql
+stable
+rows 1
+begin atomic
+    select
+        case when problem.reason is null then in_force.desired_instances end as desired,
+        case
+            when problem.reason is not null then 'schedules ignored: ' || problem.reason
+            when in_force.cron_expression is not null
+                then 'schedule ' || quote_literal(in_force.cron_expression) || ' in force'
+            else 'no schedule matches now'
+        end as note
+    from (
+        select
+            t.local_now,
+            coalesce(
+                case
+                    when p_timezone = '' then 'no scheduling_timezone'
+                    when t.local_now is null then 'unknown time zone ' || quote_literal(p_timezone)
+                end,
+                (
+                    select quote_literal(s.cron_expression) || ': ' || s.expression_error
+                    from prebuilds.preset_schedules as s
+                    where s.preset_id = p_preset_id and s.expression_error is not null
+                    order by s.created_at, s.id
+                    limit 1
+                ),
+                (
+                    select
+                        quote_literal(a.cron_expression) || ' and '
+                        || quote_literal(b.cron_expression) || ' overlap'
+                    from prebuilds.preset_schedules as a
+                    inner join prebuilds.preset_schedules as b
+                        on
+                            a.preset_id = b.preset_id
+                            and (a.created_at, a.id) < (b.created_at, b.id)
+                    where
+                        a.preset_id = p_preset_id
+                        and prebuilds.cron_masks_overlap(a.masks, b.masks)
+                    order by a.created_at, a.id, b.created_at, b.id
+                    limit 1
+                )
+            ) as reason
+        from (
+            select
+                case
+                    when p_timezone <> '' then prebuilds.local_time(p_now, p_timezone)
+                end as local_now
+        ) as t
+        where exists (select from prebuilds.preset_schedules as s where s.preset_id = p_preset_id)
+        -- Computed once: pulled up, the reason (two sub-selects) would be copied into each of
+        -- its four uses below, each planned and run on its own.
+        offset 0  -- noqa: AM09
+    ) as problem
+    left join lateral (
+        select
+            s.cron_expression,
+            s.desired_instances
+        from prebuilds.preset_schedules as s
+        where
+            s.preset_id = p_preset_id
+            and problem.reason is null
+            and prebuilds.cron_masks_match(s.masks, problem.local_now)
+        order by s.created_at, s.id
+        limit 1
+    ) as in_force on true;
+end;
+
+comment on function prebuilds.preset_schedule_at(uuid, text, timestamptz) is
+'The pool size a preset''s schedules give at p_now (null: use desired_instances) and a note '
+'saying which schedule is in force or why the schedules are ignored; no row without schedules.';
+
+-- >>> db/functions/pool_size_at.sql
+-- Internal: the size of an active preset's pool at p_now and why (SPEC 4.2, 4.3, 6.3). The one
+-- place the size is computed: preset_plan_at calls it for every active candidate and
+-- create_prebuild for its re-check, so both size a pool alike. Plain SQL: the planner inlines it,
+-- and runs the schedule, claim and build-time lookups only for presets that need them.
+--
+-- base = the schedule in force, else desired_instances, else 0. Without max_instances the pool is
+-- base. With it, the pool follows demand (Little's law: the claims expected while a replacement
+-- builds): demand = ceil(claims in settings.demand_window × median build time / window), and
+-- desired = clamp(max(base, demand), coalesce(min_instances, 0), max_instances). Claims are the
+-- hits and misses of the minute buckets of claim_stats that started in the window; the build time
+-- is the median created → completed of the preset's successful prebuild starts queued in the last
+-- 24 hours, else settings.default_build_time.
+
+create function prebuilds.pool_size_at(
+    p_preset_id uuid,
+    p_desired_instances int,
+    p_min_instances int,
+    p_max_instances int,
+    p_timezone text,
+    p_has_schedules bool,
+    p_now timestamptz
+)
+returns table (desired int, demand int, desired_reason text, schedule_note text)
+language sql
+stable
+rows 1
+begin atomic
+    select
+        case
+            when p_max_instances is null then b.base
+            else least(greatest(b.base, dm.demand, coalesce(p_min_instances, 0)), p_max_instances)
+        end as desired,
+        dm.demand,
+        case
+            when p_max_instances is null then b.base_reason
+            else
+                case
+                    when b.base > dm.demand then b.base_reason || ' above '
+                    else ''
+                end
+                || 'demand: '
+                || dm.claims
+                || ' claims in '
+                || prebuilds.short_interval(dm.demand_window)
+                || ' × ' || prebuilds.short_interval(dm.build_time) || ' builds'
+                || case when dm.build_time_known then '' else ' (default_build_time)' end
+                || ' = ' || dm.demand
+                || ' (min ' || coalesce(p_min_instances, 0) || ', max ' || p_max_instances || ')'
+        end as desired_reason,
+        b.schedule_note
+    from (
+        select
+            coalesce(sched.desired, p_desired_instances, 0) as base,
+            case
+                when sched.desired is not null then sched.note
+                when p_desired_instances is not null then 'desired_instances'
+                else 'no desired_instances'
+            end as base_reason,
+            sched.note as schedule_note
+        from (select) as one
+        -- The schedule in force (SPEC 4.3), looked up only for presets that have schedules.
+        left join lateral (
+            select
+                ps.desired,
+                ps.note
+            from prebuilds.preset_schedule_at(p_preset_id, p_timezone, p_now) as ps
+            where p_has_schedules
+            -- Keeps the condition a gate in front of the call (not a filter after it).
+            offset 0  -- noqa: AM09
+        ) as sched on true
+    ) as b
+    -- Demand, only for presets sized by it.
+    left join lateral (
+        select
+            c.claims,
+            s.demand_window,
+            coalesce(bt.build_time, s.default_build_time) as build_time,
+            bt.build_time is not null as build_time_known,
+            ceil(
+                c.claims * extract(epoch from coalesce(bt.build_time, s.default_build_time))
+                / extract(epoch from s.demand_window)
+            )::int as demand
+        -- One row, and the planner must know it: a table this small is never analysed, and its
+        -- default estimate of hundreds of rows multiplied the plan's (SPEC 3; see cfg there).
+        from (
+            select
+                st.demand_window,
+                st.default_build_time
+            from prebuilds.settings as st
+            limit 1  -- noqa: AM09
+        ) as s
+        cross join
+            lateral (
+                select coalesce(sum(cs.hits + cs.misses), 0)::int as claims
+                from prebuilds.claim_stats as cs
+                where
+                    cs.preset_id = p_preset_id
+                    and cs.bucket > p_now - s.demand_window
+                    and cs.bucket <= p_now
+            ) as c
+        cross join
+            lateral (
+                select
+                    percentile_cont(0.5) within group (
+                        order by j.completed_at - j.created_at
+                    ) as build_time
+                from prebuilds.workspace_builds as wb
+                inner join prebuilds.provisioner_jobs as j on wb.job_id = j.id
+                where
+                    wb.preset_id = p_preset_id
+                    and wb.transition = 'start'
+                    and wb.initiator_id = prebuilds.system_user_id()
+                    and wb.created_at > p_now - interval '24 hours'
+                    and wb.created_at <= p_now
+                    and j.status = 'succeeded'
+                    and j.completed_at <= p_now
+            ) as bt
+        where p_max_instances is not null
+        offset 0  -- noqa: AM09
+    ) as dm on true;
+end;
+
+comment on function prebuilds.pool_size_at(uuid, int, int, int, text, bool, timestamptz) is
+'Internal: the desired size of an active preset''s pool at p_now (schedule, desired_instances, '
+'and demand when max_instances is set), the demand, the sentence saying why, and the schedule '
+'note.';
 
 -- >>> db/functions/preset_plan_at.sql
 -- The whole reconciliation calculation (SPEC 4.1, 4.2, 4.4, 5) as one query: state and work per
@@ -677,6 +895,221 @@ end;
 comment on function prebuilds.preset_plan_at(timestamptz) is
 'Internal: the reconciliation state and planned work of every preset under consideration at '
 'p_now. Read it through preset_state_at and reconciliation_actions_at.';
+
+-- >>> db/functions/next_change_after.sql
+-- Internal: the rules of next_change_at (SPEC 6.1): one row, the earliest instant after p_now at
+-- which a rule driven by the clock alone flips, with no write at all, or null. Plain SQL, so the
+-- planner inlines it into next_change_at's plan, which is cached per connection.
+-- Each time-driven rule is one branch of the union below: a set of candidate instants. A branch
+-- may offer instants at which nothing ends up changing (the loop then runs an empty cycle); it
+-- must never miss one. Schedules are looked ahead 48 hours (the longest --interval is a day: the
+-- loop asks again before anything further away is due).
+
+create function prebuilds.next_change_after(p_now timestamptz)
+returns table (at timestamptz)
+language sql
+stable
+rows 1
+begin atomic
+    with
+    -- The one settings row, estimated as one (a table this small is never analysed).
+    settings as (
+        select st.*
+        from prebuilds.settings as st
+        limit 1  -- noqa: AM09
+    ),
+
+    -- Every live prebuild with its latest build and job, read once for the branches below that
+    -- look at prebuilds (TTL, backoff, self-healing, the hard-limit probe).
+    live as materialized (
+        select
+            w.created_at,
+            w.current_preset_id as preset_id,
+            w.delete_failures,
+            b.transition,
+            b.initiator_id,
+            b.created_at as build_created_at,
+            j.status as job_status,
+            j.created_at as job_created_at,
+            j.started_at as job_started_at,
+            j.updated_at as job_updated_at,
+            j.completed_at as job_completed_at
+        from prebuilds.workspaces as w
+        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
+        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        where w.owner_id = prebuilds.system_user_id() and not w.deleted
+    )
+
+    select min(c.at) as at
+    from (
+        -- TTL: a running prebuild is expired once older than ttl_seconds (is_expired).
+        select l.created_at + make_interval(secs => p.ttl_seconds + 0.000001) as at
+        from live as l
+        inner join prebuilds.presets as p on l.preset_id = p.id
+        where
+            l.transition = 'start'
+            and l.job_status = 'succeeded'
+            and p.ttl_seconds > 0
+            and l.created_at + make_interval(secs => p.ttl_seconds) >= p_now
+
+        union all
+
+        -- Backoff (SPEC 4.2): it ends at last failure + failures × backoff_interval, and the
+        -- count drops when the oldest counted failure leaves backoff_lookback. The same failures
+        -- preset_plan_at counts: failed latest start builds of live prebuilds, since the reset.
+        select
+            unnest(array[
+                f.last_failure_at + f.failures * f.backoff_interval,
+                f.first_failure_at + f.backoff_lookback
+            ]) as at
+        from (
+            select
+                max(l.build_created_at) as last_failure_at,
+                min(l.build_created_at) as first_failure_at,
+                count(*) as failures,
+                min(s.backoff_interval) as backoff_interval,
+                min(s.backoff_lookback) as backoff_lookback
+            from live as l
+            inner join prebuilds.presets as p on l.preset_id = p.id
+            cross join settings as s
+            where
+                l.transition = 'start'
+                and l.job_status = 'failed'
+                and l.build_created_at >= p_now - s.backoff_lookback
+                and (p.failures_reset_at is null or l.build_created_at >= p.failures_reset_at)
+            group by l.preset_id
+        ) as f
+
+        union all
+
+        -- Schedules (SPEC 4.3): the first local hour boundary at which the pool size the
+        -- schedules give differs from now, for active presets with schedules and a known zone.
+        select nxt.at
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        cross join
+            lateral (
+                select
+                    prebuilds.local_time(p_now, p.scheduling_timezone) as local_now,
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, p_now) as s
+                    ) as desired_now
+            ) as z
+        cross join
+            lateral (
+                select h.at
+                from generate_series(1, 48) as g (n)
+                cross join
+                    lateral (
+                        select
+                            (date_trunc('hour', z.local_now) + g.n * interval '1 hour')
+                            at time zone p.scheduling_timezone as at
+                    ) as h
+                where
+                    (
+                        select s.desired
+                        from prebuilds.preset_schedule_at(p.id, p.scheduling_timezone, h.at) as s
+                    ) is distinct from z.desired_now
+                order by g.n
+                limit 1
+            ) as nxt
+        where
+            not t.deleted
+            and not t.deprecated
+            and p.scheduling_timezone <> ''
+            and z.local_now is not null
+            and exists (select from prebuilds.preset_schedules as ps where ps.preset_id = p.id)
+
+        union all
+
+        -- Demand (SPEC 6.3): a demand-sized preset's demand changes when its oldest counted claim
+        -- bucket leaves demand_window, and its build time when its oldest counted build leaves
+        -- the 24 hours (pool_size_at counts the same rows, through the same keys).
+        select
+            unnest(array[
+                (
+                    select min(cs.bucket)
+                    from prebuilds.claim_stats as cs
+                    where
+                        cs.preset_id = p.id
+                        and cs.bucket > p_now - s.demand_window
+                        and cs.bucket <= p_now
+                ) + s.demand_window,
+                (
+                    select min(wb.created_at)
+                    from prebuilds.workspace_builds as wb
+                    where
+                        wb.preset_id = p.id
+                        and wb.transition = 'start'
+                        and wb.initiator_id = prebuilds.system_user_id()
+                        and wb.created_at > p_now - interval '24 hours'
+                        and wb.created_at <= p_now
+                ) + interval '24 hours'
+            ]) as at
+        from prebuilds.templates as t
+        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
+        cross join settings as s
+        where not t.deleted and not t.deprecated and p.max_instances is not null
+
+        union all
+
+        -- Self-healing (SPEC 5), per live prebuild, from its latest build's job as the plan reads
+        -- it: a failed delete's retry is due (5.1); a system job in flight becomes hung just after
+        -- its heartbeat or its queueing plus the timeout (5.2); a failed or stopped prebuild
+        -- passes the retention just after it finished plus failed_prebuild_retention (5.5).
+        select
+            unnest(array[
+                case
+                    when
+                        l.transition = 'delete' and l.job_status = 'failed'
+                        and greatest(l.delete_failures, 1) <= s.delete_retry_limit
+                        then
+                            prebuilds.delete_retry_at(
+                                l.job_completed_at, l.delete_failures, s.delete_retry_interval
+                            )
+                end,
+                case
+                    when l.initiator_id = prebuilds.system_user_id() and l.job_status = 'running'
+                        then coalesce(l.job_updated_at, l.job_started_at) + s.job_heartbeat_timeout
+                            + interval '1 microsecond'
+                    when l.initiator_id = prebuilds.system_user_id() and l.job_status = 'pending'
+                        then l.job_created_at + s.job_pending_timeout + interval '1 microsecond'
+                end,
+                case
+                    when
+                        (l.transition in ('start', 'stop') and l.job_status = 'failed')
+                        or (l.transition = 'stop' and l.job_status = 'succeeded')
+                        then l.job_completed_at + s.failed_prebuild_retention
+                            + interval '1 microsecond'
+                end
+            ]) as at
+        from live as l
+        cross join settings as s
+
+        union all
+
+        -- Hard-limit probe (SPEC 5.4): hard_limit_cooldown after a preset's last failed start
+        -- finished (offered for every preset with one; the plan decides whether it is limited).
+        select
+            max(coalesce(l.job_completed_at, l.build_created_at))
+            + min(s.hard_limit_cooldown) as at
+        from live as l
+        inner join prebuilds.presets as p on l.preset_id = p.id
+        cross join settings as s
+        where
+            l.transition = 'start'
+            and l.job_status = 'failed'
+            and s.hard_limit_cooldown is not null
+            and (p.failures_reset_at is null or l.build_created_at >= p.failures_reset_at)
+        group by l.preset_id
+    ) as c
+    where c.at > p_now;
+end;
+
+comment on function prebuilds.next_change_after(timestamptz) is
+'Internal: one row, the earliest instant after p_now at which the plan changes with no write, '
+'or null; read it through next_change_at, which caches its plan.';
 
 -- >>> db/functions/planned_actions_at.sql
 -- Internal: the plan's actions at p_now, in the order to apply them (SPEC 3, 4.4). Cancels and

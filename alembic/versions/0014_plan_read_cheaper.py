@@ -1,7 +1,8 @@
 """A cheaper plan read (issue 9): preset_plan_at reads the active presets in one pass over the
 live templates with every column the rules need (no second lookup per preset), calls
 pool_size_at only for presets sized by schedules or demand, computes the failure-history ranks in
-one window and ranks surplus only where a pool has some.
+one window and ranks surplus only where a pool has some; preset_schedule_at computes its
+reason once instead of once per use (four copies, each planned and run).
 
 Revision ID: 0014
 Revises: 0013
