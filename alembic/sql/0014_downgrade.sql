@@ -8,9 +8,67 @@ drop function prebuilds.preset_plan_at(timestamptz);
 drop function prebuilds.next_change_after(timestamptz);
 drop function prebuilds.pool_size_at(uuid, int, int, int, text, bool, timestamptz);
 drop function prebuilds.preset_schedule_at(uuid, text, timestamptz);
+
+-- The copied build facts go; the trigger is re-created as it was.
+drop trigger workspace_builds_track_latest on prebuilds.workspace_builds;
+drop function prebuilds.track_latest_build();
+alter table prebuilds.workspaces
+drop column latest_build_transition,
+drop column latest_build_created_at,
+drop column latest_build_initiator_id,
+drop column latest_build_job_id;
 -- <<< a cheaper plan read -------------------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/track_latest_build.sql
+-- Trigger function: keeps workspaces.latest_build_*, current_preset_id and delete_failures in step
+-- with the builds, so readers find a workspace's state in one primary-key lookup instead of
+-- scanning its history.
+-- Called by the trigger workspace_builds_track_latest after every build insert.
+
+create function prebuilds.track_latest_build()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    -- The comparison runs on the row version this update locks, so two builds inserted
+    -- concurrently for one workspace still leave the higher number in place.
+    update prebuilds.workspaces as w
+    set latest_build_id = new.id,
+        latest_build_number = new.build_number,
+        current_preset_id = coalesce(new.preset_id, w.current_preset_id),
+        -- Failed deletes in a row end the history: any other build ends the run. A delete build
+        -- inserted already failed (an import, a test fixture) counts as one more.
+        delete_failures = case
+            when new.transition <> 'delete' then 0
+            when exists (
+                select from prebuilds.provisioner_jobs as j
+                where j.id = new.job_id and j.status = 'failed'
+            ) then w.delete_failures + 1
+            else w.delete_failures
+        end
+    where w.id = new.workspace_id
+      and (w.latest_build_number is null or w.latest_build_number < new.build_number);
+    return null;
+end;
+$$;
+
+comment on function prebuilds.track_latest_build() is
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build and '
+'resets delete_failures unless the new build is a delete.';
+
+-- >>> db/triggers/workspace_builds_track_latest.sql
+-- Maintains the latest-build pointer on workspaces for every writer, not only our functions.
+-- Builds are append-only: updating a build's number, workspace or preset is not supported.
+
+create trigger workspace_builds_track_latest
+after insert on prebuilds.workspace_builds
+for each row execute function prebuilds.track_latest_build();
+
+comment on trigger workspace_builds_track_latest on prebuilds.workspace_builds is
+'Keeps workspaces.latest_build_id, latest_build_number and current_preset_id current.';
 
 -- >>> db/functions/preset_schedule_at.sql
 -- The schedule in force for a preset at an instant (SPEC 4.3), and why when none can be used.

@@ -8,9 +8,90 @@ drop function prebuilds.preset_plan_at(timestamptz);
 drop function prebuilds.next_change_after(timestamptz);
 drop function prebuilds.pool_size_at(uuid, int, int, int, text, bool, timestamptz);
 drop function prebuilds.preset_schedule_at(uuid, text, timestamptz);
+
+-- The latest build's facts on the workspace, so the plan reads no build (only its job).
+drop trigger workspace_builds_track_latest on prebuilds.workspace_builds;
+drop function prebuilds.track_latest_build();
+alter table prebuilds.workspaces
+add column latest_build_transition text,
+add column latest_build_created_at timestamptz,
+add column latest_build_initiator_id uuid,
+add column latest_build_job_id uuid;
+comment on column prebuilds.workspaces.latest_build_transition is
+'transition of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_created_at is
+'created_at of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_initiator_id is
+'initiator_id of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_job_id is
+'job_id of latest_build_id (maintained by trigger): the plan looks up only this job.';
+-- Once, from the builds the pointers name (builds never change once written).
+update prebuilds.workspaces as w
+set
+    latest_build_transition = b.transition,
+    latest_build_created_at = b.created_at,
+    latest_build_initiator_id = b.initiator_id,
+    latest_build_job_id = b.job_id
+from prebuilds.workspace_builds as b
+where b.id = w.latest_build_id;
 -- <<< a cheaper plan read -------------------------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/track_latest_build.sql
+-- Trigger function: keeps workspaces.latest_build_* (the pointer and the build's own facts),
+-- current_preset_id and delete_failures in step with the builds, so readers find a workspace's
+-- state without scanning its history, and the plan without reading its build at all.
+-- Called by the trigger workspace_builds_track_latest after every build insert.
+
+create function prebuilds.track_latest_build()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    -- The comparison runs on the row version this update locks, so two builds inserted
+    -- concurrently for one workspace still leave the higher number in place.
+    update prebuilds.workspaces as w
+    set latest_build_id = new.id,
+        latest_build_number = new.build_number,
+        latest_build_transition = new.transition,
+        latest_build_created_at = new.created_at,
+        latest_build_initiator_id = new.initiator_id,
+        latest_build_job_id = new.job_id,
+        current_preset_id = coalesce(new.preset_id, w.current_preset_id),
+        -- Failed deletes in a row end the history: any other build ends the run. A delete build
+        -- inserted already failed (an import, a test fixture) counts as one more.
+        delete_failures = case
+            when new.transition <> 'delete' then 0
+            when exists (
+                select from prebuilds.provisioner_jobs as j
+                where j.id = new.job_id and j.status = 'failed'
+            ) then w.delete_failures + 1
+            else w.delete_failures
+        end
+    where w.id = new.workspace_id
+      and (w.latest_build_number is null or w.latest_build_number < new.build_number);
+    return null;
+end;
+$$;
+
+comment on function prebuilds.track_latest_build() is
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build, copies '
+'its transition, created_at, initiator_id and job_id, and resets delete_failures unless the new '
+'build is a delete.';
+
+-- >>> db/triggers/workspace_builds_track_latest.sql
+-- Maintains the latest-build pointer on workspaces for every writer, not only our functions.
+-- Builds are append-only: updating a build's number, workspace or preset is not supported.
+
+create trigger workspace_builds_track_latest
+after insert on prebuilds.workspace_builds
+for each row execute function prebuilds.track_latest_build();
+
+comment on trigger workspace_builds_track_latest on prebuilds.workspace_builds is
+'Keeps workspaces.latest_build_* (the pointer and the build''s facts), current_preset_id and '
+'delete_failures current.';
 
 -- >>> db/functions/preset_schedule_at.sql
 -- The schedule in force for a preset at an instant (SPEC 4.3), and why when none can be used.
@@ -234,7 +315,7 @@ comment on function prebuilds.pool_size_at(uuid, int, int, int, text, bool, time
 --
 -- Inlined into its callers (no SET options, not security definer); their plans are cached.
 -- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
--- each joined by primary key to its latest build and job; active presets come from the live
+-- each joined by primary key to its latest build's job; active presets come from the live
 -- templates through presets' (template_version_id, name) key. Old presets and build history are
 -- never scanned.
 
@@ -299,47 +380,42 @@ begin atomic
         limit 1  -- noqa: AM09
     ),
 
-    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    -- Every live prebuild with the state of its latest build: the only read of fleet data. The
+    -- build's facts are copied on the workspace (track_latest_build); only its job is looked up.
     live as materialized (
         select
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
             w.delete_failures,
-            lb.build_number,
-            lb.transition,
-            lb.build_created_at,
-            lb.job_id,
-            lb.job_status,
-            lb.job_created_at,
-            lb.heartbeat_at,
-            lb.finished_at,
-            lb.job_error,
-            lb.initiator_id = prebuilds.system_user_id() as by_system,
-            lb.initiator_id = prebuilds.system_user_id()
-            and lb.job_status in ('pending', 'running') as in_flight
+            w.latest_build_number as build_number,
+            w.latest_build_transition as transition,
+            w.latest_build_created_at as build_created_at,
+            w.latest_build_job_id as job_id,
+            j.job_status,
+            j.job_created_at,
+            j.heartbeat_at,
+            j.finished_at,
+            j.job_error,
+            w.latest_build_initiator_id = prebuilds.system_user_id() as by_system,
+            w.latest_build_initiator_id = prebuilds.system_user_id()
+            and j.job_status in ('pending', 'running') as in_flight
         from prebuilds.workspaces as w
-        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
-        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        -- One primary-key lookup per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing every job of history instead.
         cross join
             lateral (
                 select
-                    b.build_number,
-                    b.transition,
-                    b.created_at as build_created_at,
-                    b.job_id,
-                    b.initiator_id,
-                    j.status as job_status,
-                    j.created_at as job_created_at,
+                    pj.status as job_status,
+                    pj.created_at as job_created_at,
                     -- A job picked up before heartbeats were recorded beats at its start.
-                    coalesce(j.updated_at, j.started_at) as heartbeat_at,
-                    j.completed_at as finished_at,
-                    j.error as job_error
-                from prebuilds.workspace_builds as b
-                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-                where b.id = w.latest_build_id
+                    coalesce(pj.updated_at, pj.started_at) as heartbeat_at,
+                    pj.completed_at as finished_at,
+                    pj.error as job_error
+                from prebuilds.provisioner_jobs as pj
+                where pj.id = w.latest_build_job_id
                 offset 0  -- noqa: AM09
-            ) as lb
+            ) as j
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     ),
 
@@ -919,24 +995,24 @@ begin atomic
         limit 1  -- noqa: AM09
     ),
 
-    -- Every live prebuild with its latest build and job, read once for the branches below that
-    -- look at prebuilds (TTL, backoff, self-healing, the hard-limit probe).
+    -- Every live prebuild with its latest build (its facts copied on the workspace) and job,
+    -- read once for the branches below that look at prebuilds (TTL, backoff, self-healing, the
+    -- hard-limit probe).
     live as materialized (
         select
             w.created_at,
             w.current_preset_id as preset_id,
             w.delete_failures,
-            b.transition,
-            b.initiator_id,
-            b.created_at as build_created_at,
+            w.latest_build_transition as transition,
+            w.latest_build_initiator_id as initiator_id,
+            w.latest_build_created_at as build_created_at,
             j.status as job_status,
             j.created_at as job_created_at,
             j.started_at as job_started_at,
             j.updated_at as job_updated_at,
             j.completed_at as job_completed_at
         from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        inner join prebuilds.provisioner_jobs as j on w.latest_build_job_id = j.id
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     )
 

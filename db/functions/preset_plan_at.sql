@@ -5,7 +5,7 @@
 --
 -- Inlined into its callers (no SET options, not security definer); their plans are cached.
 -- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
--- each joined by primary key to its latest build and job; active presets come from the live
+-- each joined by primary key to its latest build's job; active presets come from the live
 -- templates through presets' (template_version_id, name) key. Old presets and build history are
 -- never scanned.
 
@@ -70,47 +70,42 @@ begin atomic
         limit 1  -- noqa: AM09
     ),
 
-    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    -- Every live prebuild with the state of its latest build: the only read of fleet data. The
+    -- build's facts are copied on the workspace (track_latest_build); only its job is looked up.
     live as materialized (
         select
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
             w.delete_failures,
-            lb.build_number,
-            lb.transition,
-            lb.build_created_at,
-            lb.job_id,
-            lb.job_status,
-            lb.job_created_at,
-            lb.heartbeat_at,
-            lb.finished_at,
-            lb.job_error,
-            lb.initiator_id = prebuilds.system_user_id() as by_system,
-            lb.initiator_id = prebuilds.system_user_id()
-            and lb.job_status in ('pending', 'running') as in_flight
+            w.latest_build_number as build_number,
+            w.latest_build_transition as transition,
+            w.latest_build_created_at as build_created_at,
+            w.latest_build_job_id as job_id,
+            j.job_status,
+            j.job_created_at,
+            j.heartbeat_at,
+            j.finished_at,
+            j.job_error,
+            w.latest_build_initiator_id = prebuilds.system_user_id() as by_system,
+            w.latest_build_initiator_id = prebuilds.system_user_id()
+            and j.job_status in ('pending', 'running') as in_flight
         from prebuilds.workspaces as w
-        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
-        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        -- One primary-key lookup per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing every job of history instead.
         cross join
             lateral (
                 select
-                    b.build_number,
-                    b.transition,
-                    b.created_at as build_created_at,
-                    b.job_id,
-                    b.initiator_id,
-                    j.status as job_status,
-                    j.created_at as job_created_at,
+                    pj.status as job_status,
+                    pj.created_at as job_created_at,
                     -- A job picked up before heartbeats were recorded beats at its start.
-                    coalesce(j.updated_at, j.started_at) as heartbeat_at,
-                    j.completed_at as finished_at,
-                    j.error as job_error
-                from prebuilds.workspace_builds as b
-                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-                where b.id = w.latest_build_id
+                    coalesce(pj.updated_at, pj.started_at) as heartbeat_at,
+                    pj.completed_at as finished_at,
+                    pj.error as job_error
+                from prebuilds.provisioner_jobs as pj
+                where pj.id = w.latest_build_job_id
                 offset 0  -- noqa: AM09
-            ) as lb
+            ) as j
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     ),
 
