@@ -53,7 +53,10 @@ with job as (
 ),
 
 numbered as (
-    select job.id, 3 + row_number() over (order by job.id) as n from job
+    select
+        job.id,
+        3 + row_number() over (order by job.id) as n
+    from job
 )
 
 insert into prebuilds.workspace_builds (
@@ -63,10 +66,10 @@ select
     b.workspace_id,
     numbered.n,
     b.template_version_id,
-    case numbered.n when 5 then 'stop' else 'start' end,
+    case numbered.n when 5 then 'stop' else 'start' end as transition,
     b.initiator_id,
     numbered.id,
-    '2025-06-02 11:00Z'::timestamptz + (5 - numbered.n) * interval '1 hour'
+    '2025-06-02 11:00Z'::timestamptz + (5 - numbered.n) * interval '1 hour' as created_at
 from prebuilds.workspace_builds as b, ids, numbered
 where b.workspace_id = ids.ws and b.build_number = 1
 order by numbered.n desc;
