@@ -1123,6 +1123,7 @@ class PipelinedWrites:
     def _results(self) -> list[pq.abc.PGresult]:
         """The results of the next statement in the pipeline (or its Sync), waiting for them."""
         results: list[pq.abc.PGresult] = []
+        idle = 0  # results asked for while none was due: never more than once in a row
         while True:
             while self.pgconn.is_busy():
                 self._wait(select.POLLIN)
@@ -1140,6 +1141,9 @@ class PipelinedWrites:
                     raise psycopg.OperationalError(
                         self.pgconn.get_error_message(self._encoding) or "the connection broke"
                     )
+                idle += 1
+                if idle > 1:
+                    raise psycopg.OperationalError("lost track of the pipeline's results")
                 continue
             if result.status == pq.ExecStatus.PIPELINE_SYNC:
                 return [result]

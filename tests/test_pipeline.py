@@ -130,6 +130,42 @@ def pipelined_pair(run: Run, first: PlannedAction, second: PlannedAction, limits
     return got, broken
 
 
+# --- the queue ---------------------------------------------------------------------------------
+
+
+def planned(seq: int, preset: UUID, action: str = "create") -> PlannedAction:
+    return PlannedAction(seq, preset, action, None, "test", "o", "t", "v", "p", None)  # type: ignore[arg-type]
+
+
+def test_the_queue_never_hands_out_two_creates_of_one_preset_in_flight() -> None:
+    """Four writers' worth of actions in flight (two connections, depth 2): a create of a preset
+    whose create is in flight is held back until that one is done; a writer that must not wait
+    (it has results to read) gets None instead of blocking."""
+    a, b = UUID(int=1), UUID(int=2)
+    actions = [planned(1, a), planned(2, a), planned(3, a), planned(4, b), planned(5, b)]
+    queue = cycle.ActionQueue(actions, threading.Event(), threading.Event(), None)
+    first, _ = queue.take(wait=False)
+    second, _ = queue.take(wait=False)
+    assert (first, second) == (actions[0], actions[3])  # a's next creates skipped: a is busy
+    assert queue.take(wait=False) == (None, [])  # only creates of busy presets are left
+    queue.done(first, Outcome(actions[0], "applied", None))
+    third, _ = queue.take(wait=False)
+    assert third == actions[1]
+    queue.done(second, Outcome(actions[3], "applied", None))
+    fourth, _ = queue.take(wait=False)
+    assert fourth == actions[4]
+    assert queue.take(wait=False) == (None, [])
+    # A waiting writer is woken by the other's done.
+    got: list[PlannedAction | None] = []
+    waiter = threading.Thread(target=lambda: got.append(queue.take()[0]))
+    waiter.start()
+    time.sleep(0.05)
+    assert got == [] and waiter.is_alive()
+    queue.done(third, Outcome(actions[1], "applied", None))
+    waiter.join(timeout=5)
+    assert got == [actions[2]]
+
+
 # --- each action its own transaction -----------------------------------------------------------
 
 
