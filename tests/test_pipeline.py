@@ -206,6 +206,21 @@ def test_an_error_in_the_first_pipelined_action_does_not_touch_the_second(
     print(f"\npipelined pair: first failed ({o1.error}), second applied; timeouts reset after")
 
 
+def test_two_pipelined_actions_commit_in_two_transactions(conn: Conn, db_url: str) -> None:
+    """Both actions of a pipelined pair are applied, each in a transaction of its own: their log
+    rows (written in the action's transaction) carry different transaction ids."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    with started_run(db_url) as run:
+        ((_, o1), (_, o2)), broken = pipelined_pair(run, run.creates[a], run.creates[b], Limits())
+        run.plan_conn.rollback()
+    assert not broken
+    assert o1 is not None and o2 is not None and (o1.outcome, o2.outcome) == ("applied", "applied")
+    log = logged(conn, run.run_id)
+    assert {o for o, _ in log.values()} == {"applied"} and len(log) == 2
+    assert len({xid for _, xid in log.values()}) == 2
+
+
 @pytest.mark.parametrize("locked", ["first", "second"])
 def test_a_locked_preset_row_times_out_only_its_own_pipelined_action(
     conn: Conn, db_url: str, locked: str
