@@ -994,6 +994,10 @@ select
     b.ws_id,
     max(b.build_number) as build_number,
     (array_agg(b.id order by b.build_number desc))[1] as id,
+    (array_agg(b.transition order by b.build_number desc))[1] as transition,
+    (array_agg(b.created_at order by b.build_number desc))[1] as created_at,
+    (array_agg(b.initiator_id order by b.build_number desc))[1] as initiator_id,
+    (array_agg(b.job_id order by b.build_number desc))[1] as job_id,
     (array_agg(b.preset_id order by b.build_number desc) filter (
         where b.preset_id is not null
     ))[1] as preset_id
@@ -1133,7 +1137,11 @@ insert into prebuilds.workspaces (
     deleted,
     latest_build_id,
     latest_build_number,
-    current_preset_id
+    current_preset_id,
+    latest_build_transition,
+    latest_build_created_at,
+    latest_build_initiator_id,
+    latest_build_job_id
 )
 select
     w.id,
@@ -1145,7 +1153,11 @@ select
     w.deleted,
     l.id as latest_build_id,
     l.build_number as latest_build_number,
-    l.preset_id as current_preset_id
+    l.preset_id as current_preset_id,
+    l.transition as latest_build_transition,
+    l.created_at as latest_build_created_at,
+    l.initiator_id as latest_build_initiator_id,
+    l.job_id as latest_build_job_id
 from fleet_ws as w
 inner join fleet_latest as l on w.id = l.ws_id
 order by w.created_at, w.id;
@@ -1250,7 +1262,11 @@ update prebuilds.workspaces as w
 set
     latest_build_id = l.id,
     latest_build_number = l.build_number,
-    current_preset_id = l.preset_id
+    current_preset_id = l.preset_id,
+    latest_build_transition = l.transition,
+    latest_build_created_at = l.created_at,
+    latest_build_initiator_id = l.initiator_id,
+    latest_build_job_id = l.job_id
 from fleet_latest as l
 where w.id = l.ws_id;
 

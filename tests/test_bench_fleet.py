@@ -114,14 +114,14 @@ def test_tiny_fleet_has_every_situation(conn: psycopg.Connection[Any]) -> None:
     )
     assert set(actions) == {"cancel", "delete", "create", "backoff"}
 
-    # The pointers the trigger maintains: the highest build, and the preset of the highest
-    # build that names one.
+    # The pointers the trigger maintains: the highest build (and its facts), and the preset of
+    # the highest build that names one.
     mismatched = conn.execute(
         """
         select count(*)
         from prebuilds.workspaces as w
         cross join lateral (
-            select b.id, b.build_number
+            select b.id, b.build_number, b.transition, b.created_at, b.initiator_id, b.job_id
             from prebuilds.workspace_builds as b
             where b.workspace_id = w.id
             order by b.build_number desc
@@ -137,6 +137,12 @@ def test_tiny_fleet_has_every_situation(conn: psycopg.Connection[Any]) -> None:
         where w.latest_build_id is distinct from latest.id
            or w.latest_build_number is distinct from latest.build_number
            or w.current_preset_id is distinct from named.preset_id
+           or (
+               w.latest_build_transition, w.latest_build_created_at,
+               w.latest_build_initiator_id, w.latest_build_job_id
+           ) is distinct from (
+               latest.transition, latest.created_at, latest.initiator_id, latest.job_id
+           )
         """
     ).fetchone()
     assert mismatched == (0,)

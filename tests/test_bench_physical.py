@@ -20,10 +20,12 @@ Conn = psycopg.Connection[Any]
 #: the references between the rows are checked as booleans instead.
 FOOTPRINT = """
 select 'workspace', to_jsonb(w) - '{id,name,created_at,latest_build_id,current_preset_id,
-    template_id,organization_id}'::text[]
+    template_id,organization_id,latest_build_created_at,latest_build_job_id}'::text[]
     || jsonb_build_object(
         'named_prebuild', w.name ~ '^prebuild-[0-9a-f]{12}$',
         'points_at_its_build', w.latest_build_id = b.id,
+        'copies_its_build', (w.latest_build_created_at, w.latest_build_job_id)
+            = (b.created_at, b.job_id),
         'in_the_preset', w.current_preset_id = p.id,
         'of_the_template', w.template_id = v.template_id,
         'of_the_organization', w.organization_id = t.organization_id)

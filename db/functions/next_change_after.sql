@@ -20,24 +20,24 @@ begin atomic
         limit 1  -- noqa: AM09
     ),
 
-    -- Every live prebuild with its latest build and job, read once for the branches below that
-    -- look at prebuilds (TTL, backoff, self-healing, the hard-limit probe).
+    -- Every live prebuild with its latest build (its facts copied on the workspace) and job,
+    -- read once for the branches below that look at prebuilds (TTL, backoff, self-healing, the
+    -- hard-limit probe).
     live as materialized (
         select
             w.created_at,
             w.current_preset_id as preset_id,
             w.delete_failures,
-            b.transition,
-            b.initiator_id,
-            b.created_at as build_created_at,
+            w.latest_build_transition as transition,
+            w.latest_build_initiator_id as initiator_id,
+            w.latest_build_created_at as build_created_at,
             j.status as job_status,
             j.created_at as job_created_at,
             j.started_at as job_started_at,
             j.updated_at as job_updated_at,
             j.completed_at as job_completed_at
         from prebuilds.workspaces as w
-        inner join prebuilds.workspace_builds as b on w.latest_build_id = b.id
-        inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
+        inner join prebuilds.provisioner_jobs as j on w.latest_build_job_id = j.id
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     )
 

@@ -5,7 +5,7 @@
 --
 -- Inlined into its callers (no SET options, not security definer); their plans are cached.
 -- Cost follows the live fleet: the live prebuilds come from a partial index holding only them,
--- each joined by primary key to its latest build and job; active presets come from the live
+-- each joined by primary key to its latest build's job; active presets come from the live
 -- templates through presets' (template_version_id, name) key. Old presets and build history are
 -- never scanned.
 
@@ -70,74 +70,148 @@ begin atomic
         limit 1  -- noqa: AM09
     ),
 
-    -- Every live prebuild with the state of its latest build: the only read of fleet data.
+    -- Every live prebuild with the state of its latest build: the only read of fleet data. The
+    -- build's facts are copied on the workspace (track_latest_build); only its job is looked up.
     live as materialized (
         select
             w.id as workspace_id,
             w.created_at,
             w.current_preset_id as preset_id,
             w.delete_failures,
-            lb.build_number,
-            lb.transition,
-            lb.build_created_at,
-            lb.job_id,
-            lb.job_status,
-            lb.job_created_at,
-            lb.heartbeat_at,
-            lb.finished_at,
-            lb.job_error,
-            lb.initiator_id = prebuilds.system_user_id() as by_system,
-            lb.initiator_id = prebuilds.system_user_id()
-            and lb.job_status in ('pending', 'running') as in_flight
+            w.latest_build_number as build_number,
+            w.latest_build_transition as transition,
+            w.latest_build_created_at as build_created_at,
+            w.latest_build_job_id as job_id,
+            j.job_status,
+            j.job_created_at,
+            j.heartbeat_at,
+            j.finished_at,
+            j.job_error,
+            w.latest_build_initiator_id = prebuilds.system_user_id() as by_system,
+            w.latest_build_initiator_id = prebuilds.system_user_id()
+            and j.job_status in ('pending', 'running') as in_flight
         from prebuilds.workspaces as w
-        -- Two primary-key lookups per live prebuild, whatever the statistics say: the fence
-        -- (offset 0) keeps the planner from hashing the whole build history instead.
+        -- One primary-key lookup per live prebuild, whatever the statistics say: the fence
+        -- (offset 0) keeps the planner from hashing every job of history instead.
         cross join
             lateral (
                 select
-                    b.build_number,
-                    b.transition,
-                    b.created_at as build_created_at,
-                    b.job_id,
-                    b.initiator_id,
-                    j.status as job_status,
-                    j.created_at as job_created_at,
+                    pj.status as job_status,
+                    pj.created_at as job_created_at,
                     -- A job picked up before heartbeats were recorded beats at its start.
-                    coalesce(j.updated_at, j.started_at) as heartbeat_at,
-                    j.completed_at as finished_at,
-                    j.error as job_error
-                from prebuilds.workspace_builds as b
-                inner join prebuilds.provisioner_jobs as j on b.job_id = j.id
-                where b.id = w.latest_build_id
+                    coalesce(pj.updated_at, pj.started_at) as heartbeat_at,
+                    pj.completed_at as finished_at,
+                    pj.error as job_error
+                from prebuilds.provisioner_jobs as pj
+                where pj.id = w.latest_build_job_id
                 offset 0  -- noqa: AM09
-            ) as lb
+            ) as j
         where w.owner_id = prebuilds.system_user_id() and not w.deleted
     ),
 
-    -- Presets of active template versions that have a pool (SPEC 4.1, first half).
-    pooled as (
-        select p.id as preset_id
+    -- Presets on the active version of a live template (SPEC 4.1, first half), with every column
+    -- the rules read: one pass over the live templates, their active versions and presets (by
+    -- presets' (template_version_id, name) key), never over old versions. Materialized: read
+    -- twice, and has_schedules must stay a column (a function whose arguments hold a sub-select
+    -- is not inlined: pool_size_at would be planned on every call).
+    active as materialized (
+        select
+            p.id as preset_id,
+            o.name as organization_name,
+            t.name as template_name,
+            v.name as template_version_name,
+            p.name as preset_name,
+            p.desired_instances,
+            p.min_instances,
+            p.max_instances,
+            p.ttl_seconds,
+            p.last_invalidated_at,
+            p.failures_reset_at,
+            p.scheduling_timezone,
+            -- A hashed lookup, built once: not a scan of the schedules per preset.
+            p.id in (select s.preset_id from prebuilds.preset_schedules as s) as has_schedules
         from prebuilds.templates as t
-        inner join prebuilds.presets as p on t.active_version_id = p.template_version_id
-        where
-            not t.deleted
-            and not t.deprecated
-            and (
-                p.desired_instances is not null
-                or p.max_instances is not null
-                or exists (
-                    select from prebuilds.preset_schedules as ps
-                    where ps.preset_id = p.id
-                )
-            )
-        union
-        -- Presets holding live prebuilds; the filter below keeps those with cleanup to do.
-        select distinct l.preset_id
-        from live as l
-        where l.preset_id is not null
+        inner join prebuilds.organizations as o on t.organization_id = o.id
+        -- Both by index from each template, whatever the statistics say: hashed, every
+        -- version or every preset would be read (fences: offset 0).
+        cross join
+            lateral (
+                select tv.name
+                from prebuilds.template_versions as tv
+                where tv.id = t.active_version_id
+                offset 0  -- noqa: AM09
+            ) as v
+        cross join
+            lateral (
+                select
+                    pr.id,
+                    pr.name,
+                    pr.desired_instances,
+                    pr.min_instances,
+                    pr.max_instances,
+                    pr.ttl_seconds,
+                    pr.last_invalidated_at,
+                    pr.failures_reset_at,
+                    pr.scheduling_timezone
+                from prebuilds.presets as pr
+                where pr.template_version_id = t.active_version_id
+                offset 0  -- noqa: AM09
+            ) as p
+        where not t.deleted and not t.deprecated
     ),
 
+    -- The presets under consideration: active ones with a pool or with prebuilds, and the
+    -- presets of inactive versions that still hold prebuilds (SPEC 4.1).
     candidate as (
+        select
+            a.preset_id,
+            a.organization_name,
+            a.template_name,
+            a.template_version_name,
+            a.preset_name,
+            a.ttl_seconds,
+            a.last_invalidated_at,
+            a.failures_reset_at,
+            true as is_active,
+            a.desired_instances is not null or a.max_instances is not null or a.has_schedules
+                as has_pool,
+            -- Without schedules or demand the size is desired_instances, and pool_size_at says so
+            -- in these words (sql-tests/preset_state_at/test_size_as_pool_size_at.sql holds the
+            -- two to the same answer); the call is made only when there is more to compute.
+            coalesce(size.desired, a.desired_instances, 0) as desired,
+            size.schedule_note,
+            size.demand,
+            coalesce(
+                size.desired_reason,
+                case
+                    when a.desired_instances is not null then 'desired_instances'
+                    else 'no desired_instances'
+                end
+            ) as size_reason,
+            null::text as inactive_reason
+        from active as a
+        -- The pool's size (SPEC 4.2, 4.3, 6.3) for presets sized by schedules or demand; the
+        -- condition is a gate in front of the call, not a filter after it.
+        left join lateral (
+            select
+                ps.desired,
+                ps.demand,
+                ps.desired_reason,
+                ps.schedule_note
+            from prebuilds.pool_size_at(
+                    a.preset_id, a.desired_instances, a.min_instances, a.max_instances,
+                    a.scheduling_timezone, a.has_schedules, p_now
+                ) as ps
+            where a.has_schedules or a.max_instances is not null
+            offset 0  -- noqa: AM09
+        ) as size on true
+        where
+            a.desired_instances is not null or a.max_instances is not null or a.has_schedules
+            or a.preset_id in (select l.preset_id from live as l)
+        union all
+        -- Presets of inactive versions holding live prebuilds: cleanup only. One primary-key
+        -- lookup each; the fence (offset 0) keeps the planner from scanning every preset and
+        -- version to hash-join a handful of rows.
         select
             d.preset_id,
             d.organization_name,
@@ -147,15 +221,12 @@ begin atomic
             d.ttl_seconds,
             d.last_invalidated_at,
             d.failures_reset_at,
-            d.is_active,
-            d.is_active
-            and (
-                d.desired_instances is not null or d.max_instances is not null or d.has_schedules
-            ) as has_pool,
-            case when d.is_active then size.desired else 0 end as desired,
-            size.schedule_note,
-            size.demand,
-            size.desired_reason as size_reason,
+            false as is_active,
+            false as has_pool,
+            0 as desired,
+            null as schedule_note,
+            null as demand,
+            null as size_reason,
             case
                 when d.template_deleted then 'template ' || d.template_name || ' deleted'
                 when d.template_deprecated then 'template ' || d.template_name || ' deprecated'
@@ -165,9 +236,13 @@ begin atomic
                     'outdated version ' || d.template_version_name || ' (active: '
                     || d.active_version_name || ')'
             end as inactive_reason
-        from pooled
-        -- One primary-key lookup per candidate. The fence (offset 0) keeps the planner from
-        -- turning it into a scan of every preset and version to hash-join a hundred rows.
+        from (
+            select distinct l.preset_id
+            from live as l
+            where
+                l.preset_id is not null
+                and l.preset_id not in (select a.preset_id from active as a)
+        ) as held
         cross join
             lateral (
                 select
@@ -176,52 +251,20 @@ begin atomic
                     t.name as template_name,
                     v.name as template_version_name,
                     p.name as preset_name,
-                    p.desired_instances,
-                    p.min_instances,
-                    p.max_instances,
                     p.ttl_seconds,
                     p.last_invalidated_at,
                     p.failures_reset_at,
-                    p.scheduling_timezone,
                     t.deleted as template_deleted,
                     t.deprecated as template_deprecated,
-                    av.name as active_version_name,
-                    coalesce(
-                        t.active_version_id = p.template_version_id
-                        and not t.deleted
-                        and not t.deprecated,
-                        false
-                    ) as is_active,
-                    -- Here, behind the fence, it stays a column: pulled up, it would be the EXISTS
-                    -- itself, and a function whose arguments hold a sub-select is not inlined
-                    -- (pool_size_at would then be planned on every call: 0.6 ms per preset).
-                    exists(
-                        select from prebuilds.preset_schedules as s
-                        where s.preset_id = p.id
-                    ) as has_schedules
+                    av.name as active_version_name
                 from prebuilds.presets as p
                 inner join prebuilds.template_versions as v on p.template_version_id = v.id
                 inner join prebuilds.templates as t on v.template_id = t.id
                 inner join prebuilds.organizations as o on t.organization_id = o.id
                 left join prebuilds.template_versions as av on t.active_version_id = av.id
-                where p.id = pooled.preset_id
+                where p.id = held.preset_id
                 offset 0  -- noqa: AM09
             ) as d
-        -- The pool's size (SPEC 4.2, 4.3, 6.3), computed only for active presets.
-        left join lateral (
-            select
-                ps.desired,
-                ps.demand,
-                ps.desired_reason,
-                ps.schedule_note
-            from prebuilds.pool_size_at(
-                    d.preset_id, d.desired_instances, d.min_instances, d.max_instances,
-                    d.scheduling_timezone, d.has_schedules, p_now
-                ) as ps
-            where d.is_active
-            -- Keeps the condition a gate in front of the call (not a filter after it).
-            offset 0  -- noqa: AM09
-        ) as size on true
     ),
 
     -- Each live prebuild of a candidate, classified by the rules of SPEC 4.2.
@@ -278,27 +321,12 @@ begin atomic
             coalesce(rd.ready, false) as eligible,
             cl.job_status = 'failed'
             and cl.build_created_at >= p_now - cfg.backoff_lookback as recent_failure,
-            -- Oldest first among the unexpired running prebuilds: surplus deletion order.
-            row_number() over (
-                partition by cl.preset_id, cl.running and not cl.expired
-                order by cl.created_at, cl.workspace_id
-            ) as age_rank,
-            -- Most recent first among the failure history: backoff and hard-limit windows.
-            row_number() over (
-                partition by cl.preset_id, cl.in_history
-                order by cl.build_created_at desc, cl.workspace_id asc
-            ) as history_rank,
-            -- The same among finished builds only: the hard limit looks at results, so a probe
-            -- in flight neither ends nor extends it (SPEC 5.4).
-            row_number() over (
-                partition by cl.preset_id, cl.in_history and not cl.in_flight
-                order by cl.build_created_at desc, cl.workspace_id asc
-            ) as settled_rank,
-            -- Newest first among the queued initial builds: surplus cancel order (SPEC 5.3).
-            row_number() over (
-                partition by cl.preset_id, cl.queued_initial
-                order by cl.created_at desc, cl.workspace_id desc
-            ) as queued_rank
+            -- Most recent first among the failure history (backoff and hard-limit windows), and
+            -- the same among finished builds only: the hard limit looks at results, so a probe
+            -- in flight neither ends nor extends it (SPEC 5.4). One order, so one sort.
+            count(*) filter (where cl.in_history) over by_recency as history_rank,
+            count(*) filter (where cl.in_history and not cl.in_flight) over by_recency
+                as settled_rank
         from classified as cl
         cross join cfg
         -- Readiness is looked up only for the prebuilds it can make eligible (the condition is a
@@ -309,6 +337,12 @@ begin atomic
             where cl.running and not cl.expired and cl.is_active
             offset 0  -- noqa: AM09
         ) as rd on true
+        window
+            by_recency as (
+                partition by cl.preset_id
+                order by cl.build_created_at desc, cl.workspace_id asc
+                rows unbounded preceding
+            )
     ),
 
     tally as (
@@ -435,15 +469,17 @@ begin atomic
                     wn.preset_name, wn.preset_id
             ) as global_rank
         from wanted as wn
+        -- A slot per create. unnest of an array, not generate_series: the planner takes a
+        -- non-constant generate_series for 1,000 rows and sized the hash of `allowed` for
+        -- 228,000 slots, built on every read; an array it takes for 10.
         cross join
-            lateral generate_series(
-                1,
+            lateral unnest(array_fill(1, array[
                 case
                     when wn.hard_limited and wn.probing then least(wn.creates_wanted, 1)
                     when wn.hard_limited or wn.backoff_until is not null then 0
                     else wn.creates_wanted
                 end
-            ) as slot (n)
+            ])) with ordinality as slot (one, n)
         where not wn.paused
     ),
 
@@ -469,6 +505,27 @@ begin atomic
         group by cs.preset_id
     ),
 
+    -- The order surplus goes in, ranked only where a pool has surplus (rarely), not for every
+    -- prebuild: oldest first among the unexpired running prebuilds, newest first among the
+    -- queued initial builds (SPEC 5.3). The two sets never share a row.
+    surplus_ranked as (
+        select
+            r.workspace_id,
+            row_number() over (
+                partition by r.preset_id, r.queued_initial
+                order by r.created_at, r.workspace_id
+            ) as age_rank,
+            row_number() over (
+                partition by r.preset_id, r.queued_initial
+                order by r.created_at desc, r.workspace_id desc
+            ) as queued_rank
+        from ranked as r
+        inner join wanted as wn on r.preset_id = wn.preset_id
+        where
+            (wn.extraneous > 0 and r.running and not r.expired)
+            or (wn.surplus_queued > 0 and r.queued_initial)
+    ),
+
     -- What to do with each live prebuild, if anything: one action per workspace.
     decided as (
         select
@@ -476,23 +533,23 @@ begin atomic
             r.workspace_id,
             r.created_at,
             r.expired,
-            r.queued_rank,
+            sr.queued_rank,
             case
                 when r.queued_initial and not wn.is_active then 'cancel'
-                when r.queued_initial and r.queued_rank <= wn.surplus_queued then 'cancel'
+                when r.queued_initial and sr.queued_rank <= wn.surplus_queued then 'cancel'
                 when r.hung_reason is not null then 'fail_job'
                 when r.retry_due or r.cleanup_due then 'delete'
                 when not wn.is_active and r.running then 'delete'
                 when wn.is_active and r.expired then 'delete'
                 when
                     wn.is_active and r.running and not r.expired
-                    and r.age_rank <= wn.extraneous
+                    and sr.age_rank <= wn.extraneous
                     then 'delete'
             end as action,
             case
                 when r.queued_initial and not wn.is_active
                     then wn.inactive_reason || ': initial build still queued'
-                when r.queued_initial and r.queued_rank <= wn.surplus_queued
+                when r.queued_initial and sr.queued_rank <= wn.surplus_queued
                     then 'surplus: ' || (wn.actual - wn.expired) || ' running, '
                         || wn.starting || ' starting, ' || wn.desired
                         || ' desired: initial build still queued'
@@ -520,6 +577,7 @@ begin atomic
             r.queued_initial and wn.is_active as surplus_cancel
         from ranked as r
         inner join wanted as wn on r.preset_id = wn.preset_id
+        left join surplus_ranked as sr on r.workspace_id = sr.workspace_id
         cross join cfg
         where not wn.paused
     ),

@@ -61,6 +61,9 @@ begin atomic
                 end as local_now
         ) as t
         where exists (select from prebuilds.preset_schedules as s where s.preset_id = p_preset_id)
+        -- Computed once: pulled up, the reason (two sub-selects) would be copied into each of
+        -- its four uses below, each planned and run on its own.
+        offset 0  -- noqa: AM09
     ) as problem
     left join lateral (
         select

@@ -1,6 +1,6 @@
--- Trigger function: keeps workspaces.latest_build_*, current_preset_id and delete_failures in step
--- with the builds, so readers find a workspace's state in one primary-key lookup instead of
--- scanning its history.
+-- Trigger function: keeps workspaces.latest_build_* (the pointer and the build's own facts),
+-- current_preset_id and delete_failures in step with the builds, so readers find a workspace's
+-- state without scanning its history, and the plan without reading its build at all.
 -- Called by the trigger workspace_builds_track_latest after every build insert.
 
 create function prebuilds.track_latest_build()
@@ -14,6 +14,10 @@ begin
     update prebuilds.workspaces as w
     set latest_build_id = new.id,
         latest_build_number = new.build_number,
+        latest_build_transition = new.transition,
+        latest_build_created_at = new.created_at,
+        latest_build_initiator_id = new.initiator_id,
+        latest_build_job_id = new.job_id,
         current_preset_id = coalesce(new.preset_id, w.current_preset_id),
         -- Failed deletes in a row end the history: any other build ends the run. A delete build
         -- inserted already failed (an import, a test fixture) counts as one more.
@@ -32,5 +36,6 @@ end;
 $$;
 
 comment on function prebuilds.track_latest_build() is
-'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build and '
-'resets delete_failures unless the new build is a delete.';
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build, copies '
+'its transition, created_at, initiator_id and job_id, and resets delete_failures unless the new '
+'build is a delete.';

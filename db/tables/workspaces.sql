@@ -1,7 +1,8 @@
 -- Workspaces; a prebuild is a non-deleted workspace owned by the system user.
 -- latest_build_*, current_preset_id and delete_failures are maintained by the trigger
 -- workspace_builds_track_latest (and delete_failures by the functions that fail a job), so the
--- plan reaches a prebuild's state without reading its build history.
+-- plan reaches a prebuild's state without reading its build history: the latest build's facts
+-- (which never change once written) are copied here, and only its job is looked up.
 
 create table prebuilds.workspaces (
     id uuid primary key default gen_random_uuid(),
@@ -14,7 +15,11 @@ create table prebuilds.workspaces (
     latest_build_id uuid,
     latest_build_number int,
     current_preset_id uuid references prebuilds.presets (id),
-    delete_failures int not null default 0 check (delete_failures >= 0)
+    delete_failures int not null default 0 check (delete_failures >= 0),
+    latest_build_transition text,
+    latest_build_created_at timestamptz,
+    latest_build_initiator_id uuid,
+    latest_build_job_id uuid
 );
 
 -- Every live prebuild, and nothing else: the plan and the per-preset re-checks read this index,
@@ -48,6 +53,14 @@ comment on column prebuilds.workspaces.delete_failures is
 'Consecutive failed delete builds that end the workspace''s history: counted by complete_job and '
 'fail_job when a delete fails, reset when a build other than a delete is added (maintained by '
 'trigger). The delete retry backoff and quarantine read it instead of the build history.';
+comment on column prebuilds.workspaces.latest_build_transition is
+'transition of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_created_at is
+'created_at of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_initiator_id is
+'initiator_id of latest_build_id (maintained by trigger).';
+comment on column prebuilds.workspaces.latest_build_job_id is
+'job_id of latest_build_id (maintained by trigger): the plan looks up only this job.';
 comment on index prebuilds.workspaces_live_prebuilds_idx is
 'Live prebuilds by preset and age: the only workspace rows the plan reads.';
 comment on index prebuilds.workspaces_owner_id_idx is 'Live workspaces of one owner.';

@@ -6,4 +6,5 @@ after insert on prebuilds.workspace_builds
 for each row execute function prebuilds.track_latest_build();
 
 comment on trigger workspace_builds_track_latest on prebuilds.workspace_builds is
-'Keeps workspaces.latest_build_id, latest_build_number and current_preset_id current.';
+'Keeps workspaces.latest_build_* (the pointer and the build''s facts), current_preset_id and '
+'delete_failures current.';
