@@ -5,8 +5,9 @@ The plan connection opens a ``repeatable read, read only`` transaction, takes th
 identifies this transaction) and reads the whole plan in one statement. Only then does a
 ``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied first, then
 creates, each as one autocommit call of ``prebuilds.apply_action``, which applies the action and
-logs it in one transaction. The plan transaction commits last, releasing the lock. At most three
-connections.
+logs it in one transaction; each write connection keeps up to ``PIPELINE_DEPTH`` actions in
+flight (``PipelinedWrites``), every one its own transaction ended by its own Sync. The plan
+transaction commits last, releasing the lock. At most three connections.
 
 **The lock is the only licence to write.** The run row records the token; every action checks,
 in its own transaction, that the token is still held, behind a write fence that a
