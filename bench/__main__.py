@@ -27,6 +27,7 @@ import psycopg
 
 from bench import harness
 from bench.fleet import SCENARIOS
+from prebuilds import cycle
 
 #: Issue 9's targets, checked against the current driver on every run.
 TARGET_WARM = 10.0
@@ -58,6 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--apply", default="", help="action counts for full cycles (dogfood fleet), e.g. 10,1000"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per applied count")
+    parser.add_argument(
+        "--depths",
+        default="",
+        help="with --apply: also run the driver at these pipeline depths (e.g. 1: each action "
+        "sent after the previous one's result), interleaved with the default depth's runs",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -65,6 +72,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(unknown)}")
     args.apply = [int(n) for n in args.apply.split(",") if n.strip()]
+    args.depths = [int(d) for d in args.depths.split(",") if d.strip()]
     return args
 
 
@@ -227,11 +235,27 @@ def measure_apply(
     for n in args.apply:
         template = f"bench_apply_{n}"
         harness.add_creates(harness.create_database(server_url, template, settled), n)
-        runs: dict[str, list[harness.ApplyResult]] = {"ours": [], "baseline": [], "physical": []}
-        for _ in range(args.repeat):
+        depths = [d for d in args.depths if d != cycle.PIPELINE_DEPTH]
+        runs: dict[str, list[harness.ApplyResult]] = {
+            "ours": [],
+            **{f"ours-d{d}": [] for d in depths},
+            "baseline": [],
+            "physical": [],
+        }
+        for i in range(args.repeat):
             runs["ours"].append(harness.apply_ours(server_url, template, n))
+            for d in depths:
+                runs[f"ours-d{d}"].append(harness.apply_ours(server_url, template, n, depth=d))
             runs["baseline"].append(harness.apply_baseline(server_url, template, n))
             runs["physical"].append(harness.apply_physical(server_url, template, n))
+            physical = runs["physical"][-1].rate
+            say(
+                f"  apply {n}, round {i + 1}: "
+                + ", ".join(
+                    f"{design} {rs[-1].rate:.0f}/s ({rs[-1].rate / physical:.0%})"
+                    for design, rs in runs.items()
+                )
+            )
         harness.drop_database(server_url, template)
         out[str(n)] = {
             design: {
@@ -247,9 +271,15 @@ def measure_apply(
         }
         o, b, p = (out[str(n)][d] for d in ("ours", "baseline", "physical"))
         say(
-            f"  apply {n}: ours {o['rate_per_s']:.0f}/s ({o['peak_connections']} conns), "
-            f"baseline {b['rate_per_s']:.0f}/s ({b['peak_connections']} conns), physical "
-            f"{p['rate_per_s']:.0f}/s; ours at {o['rate_per_s'] / p['rate_per_s']:.0%} of physical"
+            f"  apply {n}: ours (depth {cycle.PIPELINE_DEPTH}) {o['rate_per_s']:.0f}/s "
+            f"({o['peak_connections']} conns), baseline {b['rate_per_s']:.0f}/s "
+            f"({b['peak_connections']} conns), physical {p['rate_per_s']:.0f}/s; ours at "
+            f"{o['rate_per_s'] / p['rate_per_s']:.0%} of physical"
+            + "".join(
+                f"; depth {d} {out[str(n)][f'ours-d{d}']['rate_per_s']:.0f}/s "
+                f"({out[str(n)][f'ours-d{d}']['rate_per_s'] / p['rate_per_s']:.0%})"
+                for d in depths
+            )
         )
     harness.drop_database(server_url, settled)
     return out

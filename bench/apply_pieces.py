@@ -15,21 +15,26 @@ Variants (1,000 creates each, two connections, one autocommit transaction per cr
   preset's row lock and the rows; no fence, no licence check, no log row.
 - ``apply_action``: ``prebuilds.apply_action`` called directly, one statement per create, on two
   plain threads: fence, licence check, create, log row; no driver.
-- ``driver``: ``prebuilds.cycle.run_cycle`` (rate over its apply phase, as ``bench --apply``).
+- ``driver``: ``prebuilds.cycle.run_cycle`` (rate over its apply phase, as ``bench --apply``),
+  at its default pipeline depth (``cycle.PIPELINE_DEPTH``, 2: two actions in flight per write
+  connection).
+- ``driver-depth1``: the driver at depth 1: each action sent after the previous one's result, as
+  one simple-protocol message (its timeouts, then the call), as before pipelining.
 - ``driver-replanning``: the driver with ``create_prebuild`` as before revision 0008 (its schedule
   lookup planned on every call), in that run's copy of the database only.
-- ``driver-1stmt``: the driver with ``apply_action`` sent as one server-bound statement without
-  its transaction-local timeouts (what the two-statement message costs the client).
-- ``driver-noop``: the driver's apply loop with the database call replaced by nothing (the client's
-  own cost: queue, threads, outcomes).
+- ``driver-1stmt``: the driver at depth 1 with ``apply_action`` sent as one server-bound
+  statement without its transaction-local timeouts (what the two-statement message costs).
+- ``driver-noop``: the driver's apply loop at depth 1 with the database call replaced by nothing
+  (the client's own cost: queue, threads, outcomes).
 
 CPU per create: the server's (every process of the postmaster, from /proc; the server must run on
 this machine) and this Python process's. On a 2-core machine that the client shares with the
 server, CPU per create bounds the rate more steadily than wall time, which other load moves.
 With ``--protocol``, the CPU per ``apply_action`` call of each way of sending it (the driver's
-two-statement message with its timeouts, one statement simple or extended), in place on one
-connection. With ``--functions``, the server's per-function time (``track_functions = all``) of
-one driver run is printed too.
+two-statement message with its timeouts, one statement simple or extended, and the pipelined
+writer's timeouts, call and Sync with two actions in flight), in place on one connection.
+With ``--functions``, the server's per-function time (``track_functions = all``) of one driver
+run is printed too.
 """
 
 from __future__ import annotations
@@ -159,6 +164,14 @@ def create_prebuild(url: str, n: int) -> float:
     )
 
 
+def interleave(actions: list[PlannedAction]) -> list[PlannedAction]:
+    """Round robin over the actions' presets."""
+    by_preset: dict[Any, list[PlannedAction]] = {}
+    for a in actions:
+        by_preset.setdefault(a.preset_id, []).append(a)
+    return [a for group in itertools.zip_longest(*by_preset.values()) for a in group if a]
+
+
 def direct_apply_action(url: str, n: int) -> float:
     """The plan transaction holds the lock; a run is started; then apply_action per create."""
     limits = cycle.Limits()
@@ -181,19 +194,18 @@ def direct_apply_action(url: str, n: int) -> float:
             assert row is not None and row[0] == "applied", row
 
         # Round robin over the presets, so two writers never create for one preset at once.
-        by_preset: dict[Any, list[PlannedAction]] = {}
-        for a in creates:
-            by_preset.setdefault(a.preset_id, []).append(a)
-        interleaved = [
-            a for group in itertools.zip_longest(*by_preset.values()) for a in group if a
-        ]
-        seconds = two_writers(url, interleaved, one, prepare_threshold=None)
+        seconds = two_writers(url, interleave(creates), one, prepare_threshold=None)
         conn.rollback()
     return seconds
 
 
-def driver(url: str) -> tuple[float, int]:
-    result = cycle.run_cycle(url)
+def driver(url: str, depth: int | None = None) -> tuple[float, int]:
+    real = cycle.PIPELINE_DEPTH
+    cycle.PIPELINE_DEPTH = real if depth is None else depth
+    try:
+        result = cycle.run_cycle(url)
+    finally:
+        cycle.PIPELINE_DEPTH = real
     return result.apply_seconds, result.tally("applied")
 
 
@@ -220,7 +232,7 @@ def driver_one_statement(url: str) -> tuple[float, int]:
 
     cycle.write = one
     try:
-        return driver(url)
+        return driver(url, depth=1)
     finally:
         cycle.write = real
 
@@ -233,10 +245,9 @@ def driver_noop(url: str) -> tuple[float, int]:
 
     cycle.apply_action = fake
     try:
-        result = cycle.run_cycle(url)
+        return driver(url, depth=1)
     finally:
         cycle.apply_action = real
-    return result.apply_seconds, result.tally("applied")
 
 
 def backend_cpu(pid: int) -> float:
@@ -256,13 +267,31 @@ SENDS: dict[str, Callable[[Any, dict[str, Any], cycle.Limits], Any]] = {
     "simple, one statement": lambda c, p, lim: psycopg.ClientCursor(c).execute(CALL, p).fetchone(),
     "driver: timeouts; call": lambda c, p, lim: cycle.write(c, "apply_action", lim, p),
 }
+#: The pipelined writer's way (timeouts, call, Sync per action; two actions in flight).
+PIPELINED = "pipelined: timeouts, call, Sync"
+
+
+def pipelined(conn: Any, run_id: int, actions: list[PlannedAction], limits: cycle.Limits) -> None:
+    with cycle.PipelinedWrites(conn, run_id, limits) as writer:
+        for a in actions:
+            writer.send(a)
+            if writer.in_flight == 2:
+                _, outcome = writer.receive()
+                assert outcome is not None and outcome.outcome == "applied", outcome
+        while writer.in_flight:
+            _, outcome = writer.receive()
+            assert outcome is not None and outcome.outcome == "applied", outcome
 
 
 def protocol_costs(server_url: str, template: str, repeat: int) -> dict[str, list[float]]:
     """Backend and client CPU (µs) per apply_action call for each way in SENDS, interleaved."""
     out: dict[str, list[float]] = {}
+    ways: dict[str, Callable[[Any, dict[str, Any], cycle.Limits], Any] | None] = {
+        **SENDS,
+        PIPELINED: None,
+    }
     for _ in range(repeat):
-        for name, send in SENDS.items():
+        for name, send in ways.items():
             url = create_database(server_url, "bench_pieces_run", template)
             limits = cycle.Limits()
             try:
@@ -276,13 +305,20 @@ def protocol_costs(server_url: str, template: str, repeat: int) -> dict[str, lis
                     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as c:
                         row = c.execute("select pg_backend_pid()").fetchone()
                         assert row is not None
-                        for a in creates[:20]:  # warm: catalogue caches, PL/pgSQL plans
-                            send(c, cycle.action_params(run_id, a), limits)
-                        rest = creates[20:]
-                        s0, c0 = backend_cpu(row[0]), time.process_time()
-                        for a in rest:
-                            result = send(c, cycle.action_params(run_id, a), limits)
-                            assert result[0] == "applied", result
+                        # Warm first (catalogue caches, PL/pgSQL plans). Pipelined: round robin
+                        # over presets, never two creates of one preset in flight.
+                        warm, rest = creates[:20], interleave(creates[20:])
+                        if send is None:
+                            pipelined(c, run_id, warm, limits)
+                            s0, c0 = backend_cpu(row[0]), time.process_time()
+                            pipelined(c, run_id, rest, limits)
+                        else:
+                            for a in warm:
+                                send(c, cycle.action_params(run_id, a), limits)
+                            s0, c0 = backend_cpu(row[0]), time.process_time()
+                            for a in rest:
+                                result = send(c, cycle.action_params(run_id, a), limits)
+                                assert result[0] == "applied", result
                         server_us = (backend_cpu(row[0]) - s0) * 1e6 / len(rest)
                         client_us = (time.process_time() - c0) * 1e6 / len(rest)
                     conn.rollback()
@@ -331,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "create_prebuild": lambda u: (create_prebuild(u, n), n),
         "apply_action": lambda u: (direct_apply_action(u, n), n),
         "driver": driver,
+        "driver-depth1": lambda u: driver(u, depth=1),
         "driver-replanning": driver_replanning,
         "driver-1stmt": driver_one_statement,
         "driver-noop": driver_noop,

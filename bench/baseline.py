@@ -171,17 +171,22 @@ def query(name: str, variant: Variant = "coder") -> sql.SQL:
 
 class RoundTrips:
     """Thread-safe counts of what the client sent: statements (cursor executes) and transaction
-    commands (BEGIN, COMMIT, ROLLBACK), each one round trip with psycopg outside pipeline mode."""
+    commands (BEGIN, COMMIT, ROLLBACK), each one round trip with psycopg outside pipeline mode,
+    and statements sent in pipeline mode (the driver's pipelined writes), which are counted as
+    statements but not as round trips: the client does not wait for each one before sending
+    the next."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.statements = 0
         self.commands = 0
+        self.pipelined = 0
 
-    def add(self, *, statements: int = 0, commands: int = 0) -> None:
+    def add(self, *, statements: int = 0, commands: int = 0, pipelined: int = 0) -> None:
         with self._lock:
             self.statements += statements
             self.commands += commands
+            self.pipelined += pipelined
 
     @property
     def round_trips(self) -> int:

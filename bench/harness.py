@@ -526,13 +526,24 @@ class _CountingDriverConnection(baseline.CountingConnection):
     counter = baseline.RoundTrips()
 
 
-def apply_ours(server_url: str, template: str, n: int) -> ApplyResult:
+def apply_ours(server_url: str, template: str, n: int, depth: int | None = None) -> ApplyResult:
+    """The driver's cycle; ``depth``: its pipeline depth (default ``cycle.PIPELINE_DEPTH``).
+    Statements sent in pipeline mode (two per action: the timeouts and the call) are counted
+    as statements, not as round trips."""
     db = f"bench_run_{n}"
     url = create_database(server_url, db, template)
     counter = baseline.RoundTrips()
     _CountingDriverConnection.counter = counter
     cycle.connection_class = _CountingDriverConnection
     cycle.write_cursor_class = baseline.CountingClientCursor
+    real_send, real_depth = cycle.PipelinedWrites.send, cycle.PIPELINE_DEPTH
+
+    def counting_send(self: cycle.PipelinedWrites, action: Any) -> None:
+        counter.add(pipelined=2)
+        real_send(self, action)
+
+    cycle.PipelinedWrites.send = counting_send  # type: ignore[method-assign]
+    cycle.PIPELINE_DEPTH = real_depth if depth is None else depth
     try:
         with connection_sampler(server_url, db) as samples:
             started = time.perf_counter()
@@ -541,6 +552,8 @@ def apply_ours(server_url: str, template: str, n: int) -> ApplyResult:
     finally:
         cycle.connection_class = psycopg.Connection
         cycle.write_cursor_class = psycopg.ClientCursor
+        cycle.PipelinedWrites.send = real_send  # type: ignore[method-assign]
+        cycle.PIPELINE_DEPTH = real_depth
         drop_database(server_url, db)
     return ApplyResult(
         n,
@@ -548,7 +561,7 @@ def apply_ours(server_url: str, template: str, n: int) -> ApplyResult:
         result.apply_seconds,
         result.tally("applied"),
         max(samples, default=0),
-        counter.statements,
+        counter.statements + counter.pipelined,
         counter.round_trips,
     )
 

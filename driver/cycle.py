@@ -5,8 +5,9 @@ The plan connection opens a ``repeatable read, read only`` transaction, takes th
 identifies this transaction) and reads the whole plan in one statement. Only then does a
 ``ConnectionPool(min_size=2, max_size=2)`` open; cancels and deletes are applied first, then
 creates, each as one autocommit call of ``prebuilds.apply_action``, which applies the action and
-logs it in one transaction. The plan transaction commits last, releasing the lock. At most three
-connections.
+logs it in one transaction; each write connection keeps up to ``PIPELINE_DEPTH`` actions in
+flight (``PipelinedWrites``), every one its own transaction ended by its own Sync. The plan
+transaction commits last, releasing the lock. At most three connections.
 
 **The lock is the only licence to write.** The run row records the token; every action checks,
 in its own transaction, that the token is still held, behind a write fence that a
@@ -22,17 +23,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+from uuid import UUID
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, pq
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -58,6 +61,11 @@ T = TypeVar("T")
 APPLICATION_NAME = "prebuilds-reconciler"
 WRITE_APPLICATION_NAME = "prebuilds-reconciler-write"
 WRITE_POOL_SIZE = 2
+#: Actions in flight per write connection (``PipelinedWrites``). 1 sends each action after the
+#: previous one's result is back (``SerialWrites``); 2 lets the server start the next action
+#: while the client reads the previous one's result and prepares the one after. With two
+#: connections, up to four actions are in flight, never two creates of one preset.
+PIPELINE_DEPTH = 2
 CONNECT_TIMEOUT_S = 10
 #: How often the plan connection is pinged while the writers apply.
 KEEPALIVE_S = 1.0
@@ -762,9 +770,12 @@ class ActionQueue:
             or (self._stop is not None and self._stop.is_set())
         )
 
-    def take(self) -> tuple[PlannedAction | None, list[Outcome]]:
+    def take(self, wait: bool = True) -> tuple[PlannedAction | None, list[Outcome]]:
         """The next action to apply (None: nothing left, or stopping) and the actions skipped on
-        the way because their preset's row is locked."""
+        the way because their preset's row is locked. When everything left is a create of a
+        preset whose create is in flight, waits for one to be done, unless ``wait`` is false
+        (a writer with actions of its own in flight must read their results first): then
+        None."""
         skipped: list[Outcome] = []
         with self._cond:
             while True:
@@ -777,6 +788,8 @@ class ActionQueue:
                 waiting = sum(self._creates[p] for p in self._busy)
                 if self._remaining == waiting:
                     # Everything left is a create of a preset whose create is in flight.
+                    if not wait:
+                        return None, skipped
                     self._cond.wait()
                     continue
                 for i in range(self._next, len(self._pending)):
@@ -827,14 +840,21 @@ def run_phase(
     on_outcome: Callable[[Outcome], None] | None,
     keeper: LockKeeper,
     limits: Limits,
+    depth: int | None = None,
 ) -> tuple[list[Outcome], bool]:
     """Apply ``actions`` in plan order with two workers; returns the outcomes and whether every
     action was taken (false when stopped early or when the lock was lost).
 
     Each worker borrows one pooled connection for as long as it has actions, so the pool's
     health check costs one round trip per worker and phase, not one per action; a connection
-    that breaks is handed back (the pool drops it) and the worker borrows another.
+    that breaks is handed back (the pool drops it) and the worker borrows another. On it, the
+    worker keeps up to ``depth`` actions in flight (``PIPELINE_DEPTH``; see
+    ``PipelinedWrites``): it sends the next action before the previous one's result is back,
+    and reads the results in the order it sent them.
     """
+    depth = PIPELINE_DEPTH if depth is None else depth
+    if depth < 1:
+        raise ValueError(f"the pipeline depth must be at least 1, not {depth}")
     queue = ActionQueue(actions, halt, keeper.lost, stop)
     lock = threading.Lock()
     outcomes: list[Outcome] = []
@@ -845,29 +865,50 @@ def run_phase(
         if on_outcome:
             on_outcome(outcome)
 
-    def next_action() -> PlannedAction | None:
+    def next_action(wait: bool = True) -> PlannedAction | None:
         while True:
-            action, skipped = queue.take()
+            action, skipped = queue.take(wait)
             for outcome in skipped:
                 record(outcome)
             if action is not None or not skipped:
                 return action
+
+    def apply_on(
+        conn: psycopg.Connection[Any], action: PlannedAction | None
+    ) -> PlannedAction | None:
+        """Apply actions on ``conn``, ``action`` first. Returns the action to apply on another
+        connection when this one broke; None when there is nothing left to apply (done,
+        stopping, or the lock is gone)."""
+        with writes_for(conn, run_id, limits, depth) as writer:
+            while action is not None:
+                writer.send(action)
+                refused = False
+                while writer.in_flight:
+                    while not refused and not writer.broken and writer.in_flight < depth:
+                        more = next_action(wait=False)
+                        if more is None:
+                            break
+                        writer.send(more)
+                    done, outcome = writer.receive()
+                    queue.done(done, outcome)
+                    if outcome is None:  # refused: the lock is gone
+                        refused = True
+                    else:
+                        record(outcome)
+                if refused:
+                    keeper.mark_lost("the database refused the next action: lock gone")
+                    return None
+                action = next_action()
+                if writer.broken:
+                    return action
+        return None
 
     def work() -> None:
         action = next_action()
         while action is not None:
             try:
                 with pool.connection() as conn:
-                    while action is not None:
-                        outcome = apply_action(conn, run_id, action, limits)
-                        queue.done(action, outcome)
-                        if outcome is None:  # refused: the lock is gone
-                            keeper.mark_lost("the database refused the next action: lock gone")
-                            return
-                        record(outcome)
-                        action = next_action()
-                        if conn.broken:
-                            break
+                    action = apply_on(conn, action)
             except PoolTimeout as exc:
                 queue.done(action, None)
                 keeper.mark_lost(f"no write connection: {first_line(exc)}")
@@ -904,21 +945,227 @@ def apply_action(
     """
     try:
         row = write(conn, "apply_action", limits, action_params(run_id, action))
-        outcome: OutcomeKind = row[0]
-        return Outcome(action, outcome, row[1])
     except psycopg.Error as exc:
-        if is_lock_lost(exc):
-            return None
-        message = first_line(exc)
-        # Debug only: the failure is returned (and reported once by the caller's on_outcome).
-        log.debug("action %s %s failed: %s", action.seq, action.action, message)
-        return Outcome(
-            action,
-            "failed",
-            action.workspace_id,
-            message,
-            lock_timeout=isinstance(exc, errors.LockNotAvailable),
+        return action_failed(action, exc)
+    outcome: OutcomeKind = row[0]
+    return Outcome(action, outcome, row[1])
+
+
+def action_failed(action: PlannedAction, exc: psycopg.Error) -> Outcome | None:
+    """The outcome of an action whose statement raised ``exc``: None when the database refused
+    it because the run no longer holds the lock, else failed (with the first line of the error,
+    and whether it was a lock timeout)."""
+    if is_lock_lost(exc):
+        return None
+    message = first_line(exc)
+    # Debug only: the failure is returned (and reported once by the caller's on_outcome).
+    log.debug("action %s %s failed: %s", action.seq, action.action, message)
+    return Outcome(
+        action,
+        "failed",
+        action.workspace_id,
+        message,
+        lock_timeout=isinstance(exc, errors.LockNotAvailable),
+    )
+
+
+class SerialWrites:
+    """Depth 1: one action at a time on the connection, as one simple-protocol message (its
+    timeouts, then the call: ``apply_action``), its result read before the next is sent."""
+
+    def __init__(self, conn: psycopg.Connection[Any], run_id: int, limits: Limits) -> None:
+        self.conn, self.run_id, self.limits = conn, run_id, limits
+        self._sent: deque[PlannedAction] = deque()
+
+    def __enter__(self) -> SerialWrites:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent)
+
+    @property
+    def broken(self) -> bool:
+        return self.conn.broken
+
+    def send(self, action: PlannedAction) -> None:
+        self._sent.append(action)
+
+    def receive(self) -> tuple[PlannedAction, Outcome | None]:
+        action = self._sent.popleft()
+        return action, apply_action(self.conn, self.run_id, action, self.limits)
+
+
+class PipelinedWrites:
+    """Several actions in flight on one autocommit connection (libpq pipeline mode), each still
+    its own transaction.
+
+    Per action three messages go out at once: the transaction-local timeouts
+    (``local_limits``), the call (``apply_action_call``), both bound on the client and sent
+    as unnamed statements (nothing prepared on the server, so PgBouncer in transaction mode
+    can hand the server connection on after each action), then a Sync. The server runs the
+    statements before a Sync as one implicit transaction and commits it at the Sync; an error
+    rolls back that transaction only, and the statements up to its Sync are skipped, never
+    those of the next action. The server reads the next action while the client is still
+    reading the previous result, so the round trip and the client's work overlap the server's.
+
+    Results come back in the order sent. When the connection breaks, every action whose
+    result was not read fails with the connection's error (``settle_outcomes`` later asks the
+    log whether it committed); nothing is sent again.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], run_id: int, limits: Limits) -> None:
+        self.conn, self.run_id = conn, run_id
+        self.pgconn = conn.pgconn
+        self._binder = write_cursor_class(conn)
+        self._encoding = conn.info.encoding
+        self._timeouts = self._bind(query("local_limits"), limits.params())
+        self._sent: deque[PlannedAction] = deque()
+        self._error: psycopg.Error | None = None
+        self._poll = select.poll()
+        self._socket = self.pgconn.socket
+
+    def __enter__(self) -> PipelinedWrites:
+        self.conn.lock.acquire()
+        try:
+            self.pgconn.enter_pipeline_mode()
+        except BaseException:
+            self.conn.lock.release()
+            raise
+        self._poll.register(self._socket, select.POLLIN)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            if self.pgconn.status != pq.ConnStatus.OK:
+                return  # broken: the pool drops it
+            if self._sent or self._error is not None:
+                # Left with results unread (an exception in the caller): never hand on a
+                # connection in an unknown state.
+                self.conn.close()
+                return
+            try:
+                self.pgconn.exit_pipeline_mode()
+            except psycopg.OperationalError:
+                self.conn.close()
+        finally:
+            self._binder.close()
+            self.conn.lock.release()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sent)
+
+    @property
+    def broken(self) -> bool:
+        return self._error is not None or self.pgconn.status != pq.ConnStatus.OK
+
+    def _bind(self, statement: Any, params: dict[str, Any]) -> bytes:
+        return self._binder.mogrify(statement, params).encode(self._encoding)
+
+    def send(self, action: PlannedAction) -> None:
+        """Queue the action and flush it to the server; never raises a database error (an action
+        that could not be sent fails when its result is read)."""
+        self._sent.append(action)
+        if self._error is not None:
+            return
+        call = self._bind(query("apply_action_call"), action_params(self.run_id, action))
+        try:
+            self.pgconn.send_query_params(self._timeouts, None)
+            self.pgconn.send_query_params(call, None)
+            self.pgconn.pipeline_sync()
+            while self.pgconn.flush():
+                self._wait(select.POLLIN | select.POLLOUT)
+                self.pgconn.consume_input()
+        except psycopg.Error as exc:
+            self._error = exc
+
+    def receive(self) -> tuple[PlannedAction, Outcome | None]:
+        """The outcome of the oldest action in flight (None: refused, the lock is gone)."""
+        action = self._sent.popleft()
+        if self._error is not None:
+            return action, action_failed(action, self._error)
+        try:
+            timeouts = self._results()
+            call = self._results()
+            failed = [r for r in (*timeouts, *call) if r.status == pq.ExecStatus.FATAL_ERROR]
+            error = errors.error_from_result(failed[0], self._encoding) if failed else None
+            if self.pgconn.status != pq.ConnStatus.OK:
+                # The connection is gone: this action and those sent after it fail with what
+                # the server said last (e.g. terminating connection due to administrator
+                # command), or with the connection's own error.
+                raise error or psycopg.OperationalError(
+                    self.pgconn.get_error_message(self._encoding) or "the connection broke"
+                )
+            sync = self._results()
+        except psycopg.Error as exc:
+            self._error = exc
+            return action, action_failed(action, exc)
+        if len(sync) != 1 or sync[0].status != pq.ExecStatus.PIPELINE_SYNC:
+            # No Sync: the connection broke before the transaction's end was acknowledged.
+            if error is None and sync and sync[0].status == pq.ExecStatus.FATAL_ERROR:
+                error = errors.error_from_result(sync[0], self._encoding)
+            self._error = error or psycopg.OperationalError("lost track of the pipeline's results")
+            return action, action_failed(action, self._error)
+        if error is not None:
+            return action, action_failed(action, error)
+        if len(call) != 1 or call[0].status != pq.ExecStatus.TUPLES_OK or call[0].ntuples != 1:
+            raise AssertionError(f"apply_action returned {[r.status for r in call]}")
+        outcome, workspace_id = (call[0].get_value(0, i) for i in range(2))
+        assert outcome is not None
+        kind: OutcomeKind = outcome.decode()  # type: ignore[assignment]
+        return action, Outcome(
+            action, kind, None if workspace_id is None else UUID(workspace_id.decode())
         )
+
+    def _results(self) -> list[pq.abc.PGresult]:
+        """The results of the next statement in the pipeline (or its Sync), waiting for them."""
+        results: list[pq.abc.PGresult] = []
+        idle = 0  # results asked for while none was due: never more than once in a row
+        while True:
+            while self.pgconn.is_busy():
+                self._wait(select.POLLIN)
+                try:
+                    self.pgconn.consume_input()
+                except psycopg.OperationalError:
+                    if self.pgconn.status == pq.ConnStatus.OK:
+                        raise
+                    break  # the connection is gone: what the server said last comes next
+            result = self.pgconn.get_result()
+            if result is None:
+                if results:
+                    return results
+                if self.pgconn.status != pq.ConnStatus.OK:
+                    raise psycopg.OperationalError(
+                        self.pgconn.get_error_message(self._encoding) or "the connection broke"
+                    )
+                idle += 1
+                if idle > 1:
+                    raise psycopg.OperationalError("lost track of the pipeline's results")
+                continue
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                return [result]
+            results.append(result)
+            if (
+                result.status == pq.ExecStatus.FATAL_ERROR
+                and self.pgconn.status != pq.ConnStatus.OK
+            ):
+                return results
+
+    def _wait(self, events: int) -> None:
+        self._poll.modify(self._socket, events)
+        self._poll.poll()
+
+
+def writes_for(
+    conn: psycopg.Connection[Any], run_id: int, limits: Limits, depth: int
+) -> SerialWrites | PipelinedWrites:
+    return (
+        PipelinedWrites(conn, run_id, limits) if depth > 1 else SerialWrites(conn, run_id, limits)
+    )
 
 
 def note_actions(

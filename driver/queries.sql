@@ -97,8 +97,10 @@ select pg_notify('prebuilds_reconcile_probe', %(token)s) as sent;
 select version_num as schema_revision from alembic_version;
 
 -- name: local_limits
--- The first statement of an operator command's or a dry run's transaction: its timeouts, local
--- to the transaction, so they never stay on a server connection that a pooler hands on.
+-- The first statement of an operator command's or a dry run's transaction, and of each pipelined
+-- action's (before apply_action_call, in the implicit transaction that ends at the action's
+-- Sync): its timeouts, local to the transaction, so they never stay on a server connection that
+-- a pooler hands on.
 select
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
@@ -123,6 +125,14 @@ select prebuilds.start_run(
 select
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
+select a.outcome, a.workspace_id
+from prebuilds.apply_action(
+    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s
+) as a;
+
+-- name: apply_action_call
+-- apply_action's call alone, for the pipelined writers (driver/cycle.py PipelinedWrites): the
+-- extended protocol takes one statement per message, so local_limits goes first on its own.
 select a.outcome, a.workspace_id
 from prebuilds.apply_action(
     %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s

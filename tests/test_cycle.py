@@ -379,12 +379,16 @@ def test_paused_cycle_applies_nothing(conn: Conn, db_url: str) -> None:
 # --- the one read ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("depth", [1, 2])
 def test_a_cycle_reads_once_and_otherwise_only_writes(
-    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch, depth: int
 ) -> None:
-    """Client side: a spy on psycopg's Cursor.execute/executemany (the statements still run on
-    the real server) sees the lock, the one plan read, and writes. Server side: per-function
-    statistics count the plan functions evaluated by the driver's sessions."""
+    """Client side: a spy on psycopg's Cursor.execute/executemany and on ClientCursor.mogrify
+    (which binds the pipelined writers' statements; the statements still run on the real
+    server) sees the lock, the one plan read, and writes. Server side: per-function statistics
+    count the plan functions evaluated by the driver's sessions. At depth 1 each action is one
+    message (its timeouts and the call); pipelined, the same two statements go separately."""
+    monkeypatch.setattr(cycle, "PIPELINE_DEPTH", depth)
     surplus = preset(conn, "surplus", 1)
     prebuilds_named(conn, surplus, "surplus-", ["3 hours", "2 hours", "1 hour"])
     preset(conn, "short", 4)
@@ -414,8 +418,15 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
         sent.append((app(self), text_of(self, q)))
         return real_executemany(self, q, *args, **kwargs)
 
+    real_mogrify = psycopg.ClientCursor.mogrify
+
+    def spy_mogrify(self: psycopg.ClientCursor[Any], q: Any, *args: Any, **kwargs: Any) -> str:
+        sent.append((app(self), text_of(self, q)))
+        return real_mogrify(self, q, *args, **kwargs)
+
     monkeypatch.setattr(psycopg.Cursor, "execute", spy_execute)
     monkeypatch.setattr(psycopg.Cursor, "executemany", spy_executemany)
+    monkeypatch.setattr(psycopg.ClientCursor, "mogrify", spy_mogrify)
     result = run_cycle(db_url)
     monkeypatch.undo()
 
@@ -434,14 +445,22 @@ def test_a_cycle_reads_once_and_otherwise_only_writes(
         for n in (
             "start_run",
             "apply_action",
+            "local_limits",
+            "apply_action_call",
             "log_actions",
             "finish_run",
             "prune_runs",
         )
     }
-    assert Counter(write_queries[t] for _, t in others) == {
+    counted = Counter(write_queries[t] for _, t in others)
+    # 2 deletes and 4 creates. Pipelined, a writer binds the timeouts once and sends them before
+    # every call: one bind per writer (at most two per phase) is what the spy sees.
+    actions = {"apply_action": 6} if depth == 1 else {"apply_action_call": 6}
+    if depth > 1:
+        assert 2 <= counted.pop("local_limits") <= 4
+    assert counted == {
         "start_run": 1,
-        "apply_action": 6,  # 2 deletes, 4 creates
+        **actions,
         "log_actions": 1,  # the backoff note: one call of prebuilds.log_actions
         "finish_run": 1,
         "prune_runs": 1,  # retention: prebuilds.prune_runs()

@@ -293,10 +293,14 @@ def test_a_killed_driver_leaves_an_abandoned_run_with_true_counts(conn: Conn, db
 # --- honest outcomes ---------------------------------------------------------------------------
 
 
-def test_write_connections_killed_one_by_one(conn: Conn, db_url: str) -> None:
+@pytest.mark.parametrize("depth", [1, 2])
+def test_write_connections_killed_one_by_one(
+    conn: Conn, db_url: str, depth: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Kill the write pool's backends, one at a time, while a cycle applies: the pool replaces
-    them, the actions in flight on them are failed or (if they committed) applied according to
-    the log, and every other action is applied."""
+    them, the actions in flight on them (up to ``depth`` per connection) are failed or (if they
+    committed) applied according to the log, and every other action is applied."""
+    monkeypatch.setattr(cycle, "PIPELINE_DEPTH", depth)
     for i in range(4):
         preset(conn, f"big-{i}", 100)
     slow_creates(conn, 0.004)
@@ -330,14 +334,14 @@ def test_write_connections_killed_one_by_one(conn: Conn, db_url: str) -> None:
     assert result.tally("applied") == logged_applied
     run = runs(conn)[0]
     assert run[2] == logged_applied and run[3] == result.failed
-    assert result.failed <= kills
+    assert result.failed <= kills * depth
     failed_logged = scalar(
         conn, "select count(*) from prebuilds.reconciliation_action_log where outcome = 'failed'"
     )
     assert failed_logged == result.failed
     assert overfull(conn) == []
     print(
-        f"\n{kills} write connections killed mid-cycle: {logged_applied} applied, "
+        f"\ndepth {depth}: {kills} write connections killed mid-cycle: {logged_applied} applied, "
         f"{result.failed} failed (all logged), counts match the log"
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import UUID
@@ -20,6 +21,8 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from prebuilds import cycle
+from prebuilds.cycle import run_cycle
 from prebuilds.simulator import SimulatedProvisioner
 from tests.fixtures import clone_database, drop_database, with_database
 from tests.support import overfull, run_cli, scalar, start_cli
@@ -146,7 +149,10 @@ def test_a_cycle_of_a_thousand_actions_applies_every_one(
     conn: Conn, db_url: str, pgbouncer_url: BouncerUrl, mode: str
 ) -> None:
     """Before the driver stopped preparing statements server-side, this failed in transaction
-    mode with `prepared statement "_pg3_0" already exists` on hundreds of actions."""
+    mode with `prepared statement "_pg3_0" already exists` on hundreds of actions. The driver
+    pipelines its actions (``cycle.PIPELINE_DEPTH``, two in flight per write connection, each
+    with its own Sync), which PgBouncer follows by counting the Syncs it has to answer."""
+    assert cycle.PIPELINE_DEPTH == 2
     active_presets(conn, "pool-", 10, 100)
     surplus = scalar(conn, "select fixture.active_preset('surplus', 2)")
     running_prebuilds(conn, surplus, 52)
@@ -183,6 +189,77 @@ def test_a_cycle_of_a_thousand_actions_applies_every_one(
         f"\nPgBouncer {mode} mode: one cycle applied {applied} of {total} actions "
         f"(30 cancel, 50 delete, 1000 create), failed = {failed}, in {elapsed:.1f}s; "
         f"at most {server.peak} server connections"
+    )
+
+
+# Creates for the template named "refused" fail inside the database (a test-only trigger).
+REFUSE_TEMPLATE = """
+create function public.refuse() returns trigger language plpgsql as $$
+begin
+    if new.template_id = (select t.id from prebuilds.templates as t where t.name = 'refused') then
+        raise exception 'test trigger: refusing template refused';
+    end if;
+    return new;
+end $$;
+create trigger refuse before insert on prebuilds.workspaces
+for each row execute function public.refuse();
+"""
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_pipelined_failures_through_pgbouncer_stay_in_their_own_transaction(
+    conn: Conn,
+    db_url: str,
+    pgbouncer_url: BouncerUrl,
+    depth: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Transaction mode, the driver in this process at pipeline ``depth``: a tenth of the creates
+    fail inside the database. Every other create is applied, the counts match the log, and a
+    client sharing PgBouncer's server connections meanwhile never sees a failed action's
+    aborted transaction or an action's transaction-local timeouts."""
+    monkeypatch.setattr(cycle, "PIPELINE_DEPTH", depth)
+    active_presets(conn, "ok-", 9, 20)
+    active_presets(conn, "refused", 1, 20)  # the template is named refused1
+    conn.execute("update prebuilds.templates set name = 'refused' where name = 'refused1'")
+    conn.execute(REFUSE_TEMPLATE)
+    url = pgbouncer_url(db_url, "transaction")
+    seen: Counter[tuple[str, str]] = Counter()
+    stop = threading.Event()
+
+    def neighbour() -> None:
+        with psycopg.connect(url, autocommit=True, prepare_threshold=None) as other:
+            while not stop.is_set():
+                row = other.execute(
+                    "select current_setting('lock_timeout'), current_setting('statement_timeout')"
+                ).fetchone()
+                assert row is not None
+                seen[(row[0], row[1])] += 1
+
+    thread = threading.Thread(target=neighbour)
+    thread.start()
+    try:
+        result = run_cycle(url)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    failed = [o for o in result.outcomes if o.outcome == "failed"]
+    assert len(failed) == 20 and all("refusing template refused" in (o.error or "") for o in failed)
+    assert result.tally("applied") == 180
+    [(_, _, _, status, applied, _, failed_n)] = runs(conn)
+    assert (status, applied, failed_n) == ("failed", 180, 20)
+    assert (
+        scalar(
+            conn,
+            "select count(*) from prebuilds.reconciliation_action_log where outcome = 'failed'",
+        )
+        == 20
+    )
+    assert overfull(conn) == []
+    assert set(seen) == {("0", "0")}, seen
+    print(
+        f"\nPgBouncer transaction mode, depth {depth}: 180 applied, 20 failed in the database, "
+        f"all logged; a neighbour's {sum(seen.values())} reads saw no action's settings"
     )
 
 

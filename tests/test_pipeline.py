@@ -1,0 +1,446 @@
+"""Pipelined apply (issue 9): two actions in flight on one write connection, each its own
+transaction, under faults. Real servers, real drivers; ``cycle.PipelinedWrites`` is driven
+directly where the test must know that two actions were in flight on one connection at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from prebuilds import cycle, locks
+from prebuilds.cycle import Limits, PipelinedWrites, run_cycle
+from prebuilds.model import Outcome, PlannedAction
+from tests.support import active_preset, overfull, scalar, wait_until
+
+Conn = psycopg.Connection[Any]
+
+# Inserting a workspace of a template named in public.slow_templates sleeps that long first.
+SLOW_PRESETS = """
+create table public.slow_templates (name text primary key, seconds float8 not null);
+create function public.slow_preset() returns trigger language plpgsql as $$
+begin
+    perform pg_sleep(coalesce(
+        (select s.seconds from public.slow_templates as s
+         join prebuilds.templates as t on t.name = s.name
+         where t.id = new.template_id),
+        0));
+    return new;
+end $$;
+create trigger slow_preset before insert on prebuilds.workspaces
+for each row execute function public.slow_preset();
+"""
+
+
+# Inserting a workspace of a template named in public.refused_templates fails.
+REFUSE = """
+create table public.refused_templates (name text primary key);
+create function public.refuse() returns trigger language plpgsql as $$
+begin
+    if exists (
+        select from public.refused_templates as r
+        join prebuilds.templates as t on t.name = r.name
+        where t.id = new.template_id
+    ) then
+        raise exception 'test trigger: refusing preset doomed';
+    end if;
+    return new;
+end $$;
+create trigger refuse before insert on prebuilds.workspaces
+for each row execute function public.refuse();
+"""
+
+
+def slow(conn: Conn, template: str, seconds: float) -> None:
+    conn.execute("insert into public.slow_templates values (%s, %s)", (template, seconds))
+
+
+@dataclass
+class Run:
+    """A started run whose plan transaction holds the reconcile lock."""
+
+    plan_conn: Conn
+    pool: ConnectionPool[Any]
+    run_id: int
+    creates: dict[UUID, PlannedAction]  # the first planned create of each preset
+
+
+@contextmanager
+def started_run(url: str) -> Iterator[Run]:
+    limits = Limits()
+    with cycle.Session(url) as session:
+        conn, row = session._take_lock(limits)
+        assert row and row[0]
+        holder = cycle.LockHolder(locks.RECONCILE, row[1], row[2])
+        plan = cycle.read_plan(conn)
+        pool = session._write_pool()
+        run_id = cycle.start_run(pool, plan, 0.0, holder, limits)
+        creates: dict[UUID, PlannedAction] = {}
+        for a in plan.actions:
+            if a.action == "create":
+                creates.setdefault(a.preset_id, a)
+        try:
+            yield Run(conn, pool, run_id, creates)
+        finally:
+            with suppress(psycopg.Error):  # killed by some tests
+                conn.rollback()
+
+
+def logged(conn: Conn, run_id: int) -> dict[int, tuple[str, int]]:
+    """seq -> (outcome, the id of the transaction that wrote the log row)."""
+    rows = conn.execute(
+        "select seq, outcome, xmin::text::bigint from prebuilds.reconciliation_action_log "
+        "where run_id = %s",
+        (run_id,),
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def live_prebuilds(conn: Conn, preset_id: UUID) -> int:
+    count: int = scalar(
+        conn,
+        "select count(*) from prebuilds.workspaces where current_preset_id = %s and not deleted",
+        (preset_id,),
+    )
+    return count
+
+
+def backend_of(write: Conn) -> int:
+    return write.info.backend_pid
+
+
+def pipelined_pair(run: Run, first: PlannedAction, second: PlannedAction, limits: Limits) -> Any:
+    """Send both actions on one write connection before reading either result; returns both
+    outcomes and the connection's state afterwards."""
+    with run.pool.connection() as write, PipelinedWrites(write, run.run_id, limits) as writer:
+        writer.send(first)
+        writer.send(second)
+        assert writer.in_flight == 2
+        got = [writer.receive(), writer.receive()]
+        broken = writer.broken
+    return got, broken
+
+
+# --- the queue ---------------------------------------------------------------------------------
+
+
+def planned(seq: int, preset: UUID, action: str = "create") -> PlannedAction:
+    return PlannedAction(seq, preset, action, None, "test", "o", "t", "v", "p", None)  # type: ignore[arg-type]
+
+
+def test_the_queue_never_hands_out_two_creates_of_one_preset_in_flight() -> None:
+    """Four writers' worth of actions in flight (two connections, depth 2): a create of a preset
+    whose create is in flight is held back until that one is done; a writer that must not wait
+    (it has results to read) gets None instead of blocking."""
+    a, b = UUID(int=1), UUID(int=2)
+    actions = [planned(1, a), planned(2, a), planned(3, a), planned(4, b), planned(5, b)]
+    queue = cycle.ActionQueue(actions, threading.Event(), threading.Event(), None)
+    first, _ = queue.take(wait=False)
+    second, _ = queue.take(wait=False)
+    assert (first, second) == (actions[0], actions[3])  # a's next creates skipped: a is busy
+    assert queue.take(wait=False) == (None, [])  # only creates of busy presets are left
+    queue.done(first, Outcome(actions[0], "applied", None))
+    third, _ = queue.take(wait=False)
+    assert third == actions[1]
+    queue.done(second, Outcome(actions[3], "applied", None))
+    fourth, _ = queue.take(wait=False)
+    assert fourth == actions[4]
+    assert queue.take(wait=False) == (None, [])
+    # A waiting writer is woken by the other's done.
+    got: list[PlannedAction | None] = []
+    waiter = threading.Thread(target=lambda: got.append(queue.take()[0]))
+    waiter.start()
+    time.sleep(0.05)
+    assert got == [] and waiter.is_alive()
+    queue.done(third, Outcome(actions[1], "applied", None))
+    waiter.join(timeout=5)
+    assert got == [actions[2]]
+
+
+# --- each action its own transaction -----------------------------------------------------------
+
+
+def test_an_error_in_the_first_pipelined_action_does_not_touch_the_second(
+    conn: Conn, db_url: str
+) -> None:
+    """The first action fails inside the database (a trigger refuses its workspace insert); the
+    second, sent before the first's result was read, is applied and committed in its own
+    transaction; the timeouts set for each transaction do not outlive it."""
+    doomed = active_preset(conn, "doomed", 1)
+    fine = active_preset(conn, "fine", 1)
+    conn.execute(REFUSE)
+    conn.execute("insert into public.refused_templates values ('doomed')")
+    with started_run(db_url) as run:
+        first, second = run.creates[doomed], run.creates[fine]
+        limits = Limits(lock_timeout=1.5, statement_timeout=7.0)
+        with run.pool.connection() as write:
+            with PipelinedWrites(write, run.run_id, limits) as writer:
+                writer.send(first)
+                writer.send(second)
+                assert writer.in_flight == 2
+                (a1, o1), (a2, o2) = writer.receive(), writer.receive()
+                assert not writer.broken
+            # Out of the pipeline, on the same session: the transaction-local timeouts are gone.
+            settings = write.execute(
+                "select current_setting('lock_timeout'), current_setting('statement_timeout')"
+            ).fetchone()
+        run.plan_conn.rollback()
+    assert (a1, a2) == (first, second)
+    assert o1 is not None and o1.outcome == "failed" and not o1.lock_timeout
+    assert o1.error is not None and "refusing preset doomed" in o1.error
+    assert o2 is not None and o2.outcome == "applied" and o2.workspace_id is not None
+    assert live_prebuilds(conn, doomed) == 0 and live_prebuilds(conn, fine) == 1
+    log = logged(conn, run.run_id)
+    # The failure is logged later (settle_outcomes); the applied one committed on its own.
+    assert set(log) == {second.seq} and log[second.seq][0] == "applied"
+    assert settings == ("0", "0")
+    print(f"\npipelined pair: first failed ({o1.error}), second applied; timeouts reset after")
+
+
+def test_two_pipelined_actions_commit_in_two_transactions(conn: Conn, db_url: str) -> None:
+    """Both actions of a pipelined pair are applied, each in a transaction of its own: their log
+    rows (written in the action's transaction) carry different transaction ids."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    with started_run(db_url) as run:
+        ((_, o1), (_, o2)), broken = pipelined_pair(run, run.creates[a], run.creates[b], Limits())
+        run.plan_conn.rollback()
+    assert not broken
+    assert o1 is not None and o2 is not None and (o1.outcome, o2.outcome) == ("applied", "applied")
+    log = logged(conn, run.run_id)
+    assert {o for o, _ in log.values()} == {"applied"} and len(log) == 2
+    assert len({xid for _, xid in log.values()}) == 2
+
+
+@pytest.mark.parametrize("locked", ["first", "second"])
+def test_a_locked_preset_row_times_out_only_its_own_pipelined_action(
+    conn: Conn, db_url: str, locked: str
+) -> None:
+    """Someone else holds one preset's row: the pipelined action that creates for it fails after
+    its own lock_timeout (set in its own transaction, also when it is the second of the pair),
+    and the other action of the pair is applied."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    stuck = a if locked == "first" else b
+    with started_run(db_url) as run, psycopg.connect(db_url) as holder:
+        holder.execute("select 1 from prebuilds.presets where id = %s for update", (stuck,))
+        started = time.monotonic()
+        ((a1, o1), (a2, o2)), broken = pipelined_pair(
+            run, run.creates[a], run.creates[b], Limits(lock_timeout=0.5)
+        )
+        elapsed = time.monotonic() - started
+        holder.rollback()
+        run.plan_conn.rollback()
+    outcomes = {a1.preset_id: o1, a2.preset_id: o2}
+    timed_out, other = outcomes[stuck], outcomes[b if stuck == a else a]
+    assert timed_out is not None and timed_out.outcome == "failed" and timed_out.lock_timeout
+    assert "lock timeout" in (timed_out.error or "")
+    assert other is not None and other.outcome == "applied"
+    assert not broken
+    assert 0.5 <= elapsed < 3.0, elapsed
+    assert live_prebuilds(conn, stuck) == 0 and live_prebuilds(conn, other.action.preset_id) == 1
+    print(f"\nlocked row for the {locked} of a pipelined pair: it timed out, the other applied")
+
+
+def test_a_locked_row_in_a_pipelined_cycle_fails_only_its_preset(conn: Conn, db_url: str) -> None:
+    """The whole driver at depth 2: a locked preset row costs one lock timeout, its preset's
+    other creates are not attempted, and every other action is applied."""
+    assert cycle.PIPELINE_DEPTH == 2
+    stuck = active_preset(conn, "stuck", 4)
+    for i in range(6):
+        active_preset(conn, f"free-{i}", 3)
+    with psycopg.connect(db_url) as holder:
+        holder.execute("select 1 from prebuilds.presets where id = %s for update", (stuck,))
+        started = time.monotonic()
+        result = run_cycle(db_url, limits=Limits(lock_timeout=0.5))
+        elapsed = time.monotonic() - started
+        holder.rollback()
+    failed = [o for o in result.outcomes if o.outcome == "failed"]
+    assert {o.action.preset_id for o in failed} == {stuck} and len(failed) == 4
+    assert sum(o.lock_timeout for o in failed) == 1
+    assert result.tally("applied") == 18
+    assert elapsed < 0.5 + 2.0, elapsed
+    assert overfull(conn) == []
+
+
+# --- a killed connection -----------------------------------------------------------------------
+
+
+def test_a_write_connection_killed_with_two_actions_in_flight(conn: Conn, db_url: str) -> None:
+    """pg_terminate_backend while the first of two pipelined creates runs: both are reported
+    failed (neither committed), the log says so after settling, nothing is applied twice, and
+    the pool hands out a working connection again."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "a", 30)
+    with started_run(db_url) as run:
+        first, second = run.creates[a], run.creates[b]
+        with run.pool.connection() as write:
+            pid = backend_of(write)
+            with PipelinedWrites(write, run.run_id, Limits()) as writer:
+                writer.send(first)
+                writer.send(second)
+                wait_until(
+                    lambda: scalar(
+                        conn,
+                        "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s",
+                        (pid,),
+                    ),
+                    "the first create to sleep",
+                )
+                assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (pid,))
+                (a1, o1), (a2, o2) = writer.receive(), writer.receive()
+                assert writer.broken
+        outcomes = [o1, o2]
+        assert (a1, a2) == (first, second)
+        assert all(o is not None and o.outcome == "failed" for o in outcomes), outcomes
+        assert live_prebuilds(conn, a) == 0 and live_prebuilds(conn, b) == 0
+        settled = cycle.settle_outcomes(run.pool, run.run_id, [o for o in outcomes if o])
+        assert [o.outcome for o in settled] == ["failed", "failed"]
+        assert {s: o for s, (o, _) in logged(conn, run.run_id).items()} == {
+            first.seq: "failed",
+            second.seq: "failed",
+        }
+        with run.pool.connection() as again:
+            assert again.execute("select 1").fetchone() == (1,)
+        run.plan_conn.rollback()
+    print(f"\nkilled with two in flight: both failed ({o1 and o1.error}), logged, none applied")
+
+
+def test_a_kill_after_the_first_commit_keeps_its_result_and_fails_the_second(
+    conn: Conn, db_url: str
+) -> None:
+    """The first action committed and its result came back; the second is running when the
+    backend is killed: the first stays applied, the second fails, and the log agrees."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "b", 30)
+    with started_run(db_url) as run:
+        first, second = run.creates[a], run.creates[b]
+        with run.pool.connection() as write:
+            pid = backend_of(write)
+            with PipelinedWrites(write, run.run_id, Limits()) as writer:
+                writer.send(first)
+                writer.send(second)
+                wait_until(
+                    lambda: scalar(
+                        conn,
+                        "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s",
+                        (pid,),
+                    ),
+                    "the second create to sleep",
+                )
+                assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (pid,))
+                (_, o1), (_, o2) = writer.receive(), writer.receive()
+        assert o1 is not None and o1.outcome == "applied"
+        assert o2 is not None and o2.outcome == "failed"
+        settled = cycle.settle_outcomes(run.pool, run.run_id, [o1, o2])
+        run.plan_conn.rollback()
+    assert [o.outcome for o in settled] == ["applied", "failed"]
+    assert {s: o for s, (o, _) in logged(conn, run.run_id).items()} == {
+        first.seq: "applied",
+        second.seq: "failed",
+    }
+    assert live_prebuilds(conn, a) == 1 and live_prebuilds(conn, b) == 0
+
+
+# --- the lock and a second reconciler ----------------------------------------------------------
+
+
+def test_a_lost_lock_refuses_the_pipelined_action_and_a_second_reconciler_waits(
+    conn: Conn, db_url: str
+) -> None:
+    """Two creates in flight on one connection; the plan connection is killed while the first
+    runs (it already passed the licence check). The first commits, the second is refused
+    (PBL01: not applied, left for the next cycle), and a second reconciler, started at once,
+    applies the rest only after the first one's write committed."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "a", 1.0)
+    second_run: dict[str, Any] = {}
+    with started_run(db_url) as run:
+        first, second = run.creates[a], run.creates[b]
+        with run.pool.connection() as write:
+            pid = backend_of(write)
+            with PipelinedWrites(write, run.run_id, Limits()) as writer:
+                writer.send(first)
+                writer.send(second)
+                wait_until(
+                    lambda: scalar(
+                        conn,
+                        "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s",
+                        (pid,),
+                    ),
+                    "the first create to sleep",
+                )
+                plan_pid = run.plan_conn.info.backend_pid
+                assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (plan_pid,))
+                rival = threading.Thread(
+                    target=lambda: second_run.setdefault("result", run_cycle(db_url))
+                )
+                rival.start()
+                (_, o1), (_, o2) = writer.receive(), writer.receive()
+                assert not writer.broken
+        rival.join(timeout=60)
+    assert o1 is not None and o1.outcome == "applied"
+    assert o2 is None  # refused: the lock is gone
+    result = second_run["result"]
+    assert result.status == "done" and result.failed == 0
+    # The rival planned b's create (and maybe a's, which the re-check then skips) and applied
+    # b's; a's single prebuild is the first run's.
+    assert live_prebuilds(conn, a) == 1 and live_prebuilds(conn, b) == 1
+    first_committed = scalar(
+        conn,
+        "select finished_at from prebuilds.reconciliation_action_log "
+        "where run_id = %s and seq = %s",
+        (run.run_id, first.seq),
+    )
+    rival_started = scalar(
+        conn,
+        "select min(started_at) from prebuilds.reconciliation_action_log where run_id = %s",
+        (result.run_id,),
+    )
+    assert rival_started >= first_committed
+    assert overfull(conn) == []
+
+
+# --- stop --------------------------------------------------------------------------------------
+
+
+def test_stop_finishes_the_actions_in_flight_and_leaves_the_rest(conn: Conn, db_url: str) -> None:
+    """A stop request during a pipelined cycle: the actions already sent (at most two per
+    connection) finish and are recorded, none is taken after, the run is interrupted, and the
+    next cycle applies the rest."""
+    for i in range(8):
+        active_preset(conn, f"p{i}", 5)
+    stop = threading.Event()
+    seen: list[Outcome] = []
+
+    def on_outcome(outcome: Outcome) -> None:
+        seen.append(outcome)
+        stop.set()
+
+    result = run_cycle(db_url, stop=stop, on_outcome=on_outcome)
+    assert result.interrupted and result.failed == 0
+    applied = result.tally("applied")
+    assert 1 <= applied <= cycle.WRITE_POOL_SIZE * cycle.PIPELINE_DEPTH
+    assert len(seen) == len(result.outcomes) == applied
+    assert scalar(conn, "select count(*) from prebuilds.reconciliation_action_log") == applied
+    again = run_cycle(db_url)
+    assert again.failed == 0 and again.tally("applied") == 40 - applied
+    assert overfull(conn) == []
+    print(
+        f"\nstopped a pipelined cycle after its first outcome: {applied} applied, rest next cycle"
+    )
