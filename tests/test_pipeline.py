@@ -275,6 +275,28 @@ def test_a_locked_row_in_a_pipelined_cycle_fails_only_its_preset(conn: Conn, db_
 # --- a killed connection -----------------------------------------------------------------------
 
 
+def kill_with_two_in_flight(
+    conn: Conn,
+    writer: PipelinedWrites,
+    pid: int,
+    first: PlannedAction,
+    second: PlannedAction,
+    sleeping: str,
+) -> tuple[tuple[PlannedAction, Outcome | None], tuple[PlannedAction, Outcome | None]]:
+    """Send both actions, wait until one of them sleeps in its create (``sleeping`` says which),
+    terminate the write backend, and return both results in the order sent."""
+    writer.send(first)
+    writer.send(second)
+    wait_until(
+        lambda: scalar(
+            conn, "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s", (pid,)
+        ),
+        sleeping,
+    )
+    assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (pid,))
+    return writer.receive(), writer.receive()
+
+
 def test_a_write_connection_killed_with_two_actions_in_flight(conn: Conn, db_url: str) -> None:
     """pg_terminate_backend while the first of two pipelined creates runs: both are reported
     failed (neither committed), the log says so after settling, nothing is applied twice, and
@@ -288,18 +310,9 @@ def test_a_write_connection_killed_with_two_actions_in_flight(conn: Conn, db_url
         with run.pool.connection() as write:
             pid = backend_of(write)
             with PipelinedWrites(write, run.run_id, Limits()) as writer:
-                writer.send(first)
-                writer.send(second)
-                wait_until(
-                    lambda: scalar(
-                        conn,
-                        "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s",
-                        (pid,),
-                    ),
-                    "the first create to sleep",
+                (a1, o1), (a2, o2) = kill_with_two_in_flight(
+                    conn, writer, pid, first, second, "the first create to sleep"
                 )
-                assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (pid,))
-                (a1, o1), (a2, o2) = writer.receive(), writer.receive()
                 assert writer.broken
         outcomes = [o1, o2]
         assert (a1, a2) == (first, second)
@@ -331,18 +344,9 @@ def test_a_kill_after_the_first_commit_keeps_its_result_and_fails_the_second(
         with run.pool.connection() as write:
             pid = backend_of(write)
             with PipelinedWrites(write, run.run_id, Limits()) as writer:
-                writer.send(first)
-                writer.send(second)
-                wait_until(
-                    lambda: scalar(
-                        conn,
-                        "select wait_event = 'PgSleep' from pg_stat_activity where pid = %s",
-                        (pid,),
-                    ),
-                    "the second create to sleep",
+                (_, o1), (_, o2) = kill_with_two_in_flight(
+                    conn, writer, pid, first, second, "the second create to sleep"
                 )
-                assert scalar(conn, "select pg_terminate_backend(%s, 5000)", (pid,))
-                (_, o1), (_, o2) = writer.receive(), writer.receive()
         assert o1 is not None and o1.outcome == "applied"
         assert o2 is not None and o2.outcome == "failed"
         settled = cycle.settle_outcomes(run.pool, run.run_id, [o1, o2])
