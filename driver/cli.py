@@ -758,7 +758,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop.install()
     log.info(
         "reconciling every %g s at least, and at once when woken by a change; SIGTERM or Ctrl-C "
-        "stops after the action in flight",
+        "stops after the actions in flight",
         args.interval,
         extra={"event": "started", "interval_s": args.interval},
     )

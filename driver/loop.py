@@ -4,8 +4,9 @@ A cycle starts when a notification on ``prebuilds_reconcile`` arrives (a burst m
 when ``prebuilds.next_change_at`` is due, and at the latest ``--interval`` after the last cycle
 started (a resync: nothing is lost when a notification is). One thread: cycles never overlap.
 
-SIGTERM or SIGINT asks the loop to stop: the action in flight finishes, the rest of the plan is
-left for the next reconciler, the lock transaction ends, and the process exits 0. A second signal
+SIGTERM or SIGINT asks the loop to stop: the actions in flight finish (at most four: two on each
+write connection), the rest of the plan is left for the next reconciler, the lock transaction
+ends, and the process exits 0. A second signal
 stops at once (the transaction in flight rolls back). When the database goes away the loop logs
 it, waits (growing from FIRST_RETRY_S to the interval) and tries again, as often as it takes.
 """
@@ -55,7 +56,7 @@ class StopFlag:
         if self.event.is_set():
             raise KeyboardInterrupt
         log.info(
-            "%s received: finishing the action in flight, then stopping",
+            "%s received: finishing the actions in flight, then stopping",
             signal.Signals(signum).name,
             extra={"event": "stopping"},
         )

@@ -185,7 +185,7 @@ def test_run_applies_a_cycle_per_interval_and_stops_on_a_signal(
 
     assert code == 0, loop.output()
     assert loop.stderr == []
-    assert f"prebuilds: {signum.name} received: finishing the action in flight" in loop.output()
+    assert f"prebuilds: {signum.name} received: finishing the actions in flight" in loop.output()
     assert loop.stdout[-1].startswith("prebuilds: stopped after ")
     runs = conn.execute(
         "select status, actions_applied from prebuilds.reconciliation_runs order by id"
