@@ -48,7 +48,6 @@ from .model import (
     CycleResult,
     MissingSettings,
     Outcome,
-    OutcomeKind,
     Plan,
     PlannedAction,
     PlanRow,
@@ -947,8 +946,15 @@ def apply_action(
         row = write(conn, "apply_action", limits, action_params(run_id, action))
     except psycopg.Error as exc:
         return action_failed(action, exc)
-    outcome: OutcomeKind = row[0]
-    return Outcome(action, outcome, row[1])
+    return action_done(action, row[0])
+
+
+def action_done(action: PlannedAction, workspace_id: UUID | None) -> Outcome:
+    """The outcome of an action ``apply_action`` answered: applied when it returned the workspace
+    acted on (for a create, the new one), skipped when it returned null."""
+    if workspace_id is None:
+        return Outcome(action, "skipped", action.workspace_id)
+    return Outcome(action, "applied", workspace_id)
 
 
 def action_failed(action: PlannedAction, exc: psycopg.Error) -> Outcome | None:
@@ -1003,14 +1009,21 @@ class PipelinedWrites:
     """Several actions in flight on one autocommit connection (libpq pipeline mode), each still
     its own transaction.
 
-    Per action three messages go out at once: the transaction-local timeouts
-    (``local_limits``), the call (``apply_action_call``), both bound on the client and sent
-    as unnamed statements (nothing prepared on the server, so PgBouncer in transaction mode
-    can hand the server connection on after each action), then a Sync. The server runs the
-    statements before a Sync as one implicit transaction and commits it at the Sync; an error
-    rolls back that transaction only, and the statements up to its Sync are skipped, never
-    those of the next action. The server reads the next action while the client is still
-    reading the previous result, so the round trip and the client's work overlap the server's.
+    Per action two messages go out at once: the call (``apply_action_call``, bound on the
+    client and sent as an unnamed statement: nothing prepared on the server, so PgBouncer in
+    transaction mode can hand the server connection on after each action), then a Sync. The
+    server runs what comes before a Sync as one implicit transaction and commits it at the Sync;
+    an error rolls back that action only, never the next one's. The server reads the next action
+    while the client is still reading the previous result, so the round trip and the client's
+    work overlap the server's.
+
+    Bounds: ``apply_action`` sets the lock timeout itself (an argument) before it asks for a
+    lock. The statement timeout is a deadline kept here: PostgreSQL arms ``statement_timeout``
+    when a statement starts, so a setting made inside the call could not bound it, and a
+    separate statement to set it cost each action about 60 µs of CPU (README "Applying
+    actions"). When the oldest action in flight has had no result for ``statement_timeout``,
+    the writer sends the server a cancel request (which PgBouncer forwards), and the action
+    fails with a message naming the timeout.
 
     Results come back in the order sent. When the connection breaks, every action whose
     result was not read fails with the connection's error (``settle_outcomes`` later asks the
@@ -1022,11 +1035,15 @@ class PipelinedWrites:
         self.pgconn = conn.pgconn
         self._binder = write_cursor_class(conn)
         self._encoding = conn.info.encoding
-        self._timeouts = self._bind(query("local_limits"), limits.params())
+        self._limits = limits
         self._sent: deque[PlannedAction] = deque()
         self._error: psycopg.Error | None = None
         self._poll = select.poll()
         self._socket = self.pgconn.socket
+        #: When the oldest action in flight runs out of time (monotonic), and whether the
+        #: server was asked to cancel it.
+        self._due = 0.0
+        self._cancelled = False
 
     def __enter__(self) -> PipelinedWrites:
         self.conn.lock.acquire()
@@ -1063,18 +1080,23 @@ class PipelinedWrites:
     def broken(self) -> bool:
         return self._error is not None or self.pgconn.status != pq.ConnStatus.OK
 
-    def _bind(self, statement: Any, params: dict[str, Any]) -> bytes:
-        return self._binder.mogrify(statement, params).encode(self._encoding)
+    def _oldest_starts(self) -> None:
+        """The oldest action in flight changed: its time runs from now."""
+        self._due = time.monotonic() + self._limits.statement_timeout
+        self._cancelled = False
 
     def send(self, action: PlannedAction) -> None:
         """Queue the action and flush it to the server; never raises a database error (an action
         that could not be sent fails when its result is read)."""
         self._sent.append(action)
+        if len(self._sent) == 1:
+            self._oldest_starts()
         if self._error is not None:
             return
-        call = self._bind(query("apply_action_call"), action_params(self.run_id, action))
+        params = action_params(self.run_id, action)
+        params["lock_timeout_ms"] = self._limits.lock_timeout_ms
+        call = self._binder.mogrify(query("apply_action_call"), params).encode(self._encoding)
         try:
-            self.pgconn.send_query_params(self._timeouts, None)
             self.pgconn.send_query_params(call, None)
             self.pgconn.pipeline_sync()
             while self.pgconn.flush():
@@ -1085,13 +1107,21 @@ class PipelinedWrites:
 
     def receive(self) -> tuple[PlannedAction, Outcome | None]:
         """The outcome of the oldest action in flight (None: refused, the lock is gone)."""
-        action = self._sent.popleft()
-        if self._error is not None:
-            return action, action_failed(action, self._error)
+        action = self._sent[0]  # still in flight (its deadline runs) until its result is read
         try:
-            timeouts = self._results()
+            return action, self._receive(action)
+        finally:
+            self._sent.popleft()
+            if self._sent:
+                self._oldest_starts()
+
+    def _receive(self, action: PlannedAction) -> Outcome | None:
+        if self._error is not None:
+            return action_failed(action, self._error)
+        cancelled = self._cancelled
+        try:
             call = self._results()
-            failed = [r for r in (*timeouts, *call) if r.status == pq.ExecStatus.FATAL_ERROR]
+            failed = [r for r in call if r.status == pq.ExecStatus.FATAL_ERROR]
             error = errors.error_from_result(failed[0], self._encoding) if failed else None
             if self.pgconn.status != pq.ConnStatus.OK:
                 # The connection is gone: this action and those sent after it fail with what
@@ -1103,23 +1133,24 @@ class PipelinedWrites:
             sync = self._results()
         except psycopg.Error as exc:
             self._error = exc
-            return action, action_failed(action, exc)
+            return action_failed(action, exc)
         if len(sync) != 1 or sync[0].status != pq.ExecStatus.PIPELINE_SYNC:
             # No Sync: the connection broke before the transaction's end was acknowledged.
             if error is None and sync and sync[0].status == pq.ExecStatus.FATAL_ERROR:
                 error = errors.error_from_result(sync[0], self._encoding)
             self._error = error or psycopg.OperationalError("lost track of the pipeline's results")
-            return action, action_failed(action, self._error)
+            return action_failed(action, self._error)
         if error is not None:
-            return action, action_failed(action, error)
+            if (cancelled or self._cancelled) and isinstance(error, errors.QueryCanceled):
+                error = errors.QueryCanceled(
+                    f"statement timeout: no result after {self._limits.statement_timeout:g} s, "
+                    f"cancelled by the driver ({first_line(error)})"
+                )
+            return action_failed(action, error)
         if len(call) != 1 or call[0].status != pq.ExecStatus.TUPLES_OK or call[0].ntuples != 1:
             raise AssertionError(f"apply_action returned {[r.status for r in call]}")
-        outcome, workspace_id = (call[0].get_value(0, i) for i in range(2))
-        assert outcome is not None
-        kind: OutcomeKind = outcome.decode()  # type: ignore[assignment]
-        return action, Outcome(
-            action, kind, None if workspace_id is None else UUID(workspace_id.decode())
-        )
+        workspace_id = call[0].get_value(0, 0)
+        return action_done(action, None if workspace_id is None else UUID(workspace_id.decode()))
 
     def _results(self) -> list[pq.abc.PGresult]:
         """The results of the next statement in the pipeline (or its Sync), waiting for them."""
@@ -1156,8 +1187,27 @@ class PipelinedWrites:
                 return results
 
     def _wait(self, events: int) -> None:
+        """Wait for the socket; past the oldest action's deadline, ask the server to cancel it
+        (once: its error, or its result, ends the wait)."""
         self._poll.modify(self._socket, events)
-        self._poll.poll()
+        while True:
+            left = self._due - time.monotonic()
+            if self._cancelled or not self._sent:
+                self._poll.poll()
+                return
+            if left > 0 and self._poll.poll(left * 1000 + 1):
+                return
+            if left <= 0 or time.monotonic() >= self._due:
+                self._cancel()
+
+    def _cancel(self) -> None:
+        self._cancelled = True
+        log.debug("action %s: no result within the statement timeout", self._sent[0].seq)
+        try:
+            self.pgconn.get_cancel().cancel()
+        except psycopg.Error as exc:
+            # The server is unreachable: the connection's own error will end the wait.
+            log.debug("cancel request failed: %s", first_line(exc))
 
 
 def writes_for(

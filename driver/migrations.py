@@ -40,7 +40,7 @@ CHECKOUT_FROZEN_DIR = REPO_ROOT / "alembic" / "sql"
 
 #: The schema revision this driver speaks; the driver refuses to run against any other.
 #: tests/test_migrations.py checks it is alembic's head.
-EXPECTED_REVISION = "0014"
+EXPECTED_REVISION = "0015"
 
 
 def frozen_path(revision: str, direction: str, base: Path = FROZEN_DIR) -> Path:

@@ -97,10 +97,8 @@ select pg_notify('prebuilds_reconcile_probe', %(token)s) as sent;
 select version_num as schema_revision from alembic_version;
 
 -- name: local_limits
--- The first statement of an operator command's or a dry run's transaction, and of each pipelined
--- action's (before apply_action_call, in the implicit transaction that ends at the action's
--- Sync): its timeouts, local to the transaction, so they never stay on a server connection that
--- a pooler hands on.
+-- The first statement of an operator command's or a dry run's transaction: its timeouts, local
+-- to the transaction, so they never stay on a server connection that a pooler hands on.
 select
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
@@ -120,23 +118,25 @@ select prebuilds.start_run(
 
 -- name: apply_action
 -- One action and its log row in one transaction, refused (SQLSTATE PBL01) once the run's plan
--- transaction no longer holds the lock. Sent like start_run: its timeouts first, in the same
--- implicit transaction.
+-- transaction no longer holds the lock; the workspace acted on when applied, null when skipped.
+-- The depth-1 path (driver/cycle.py SerialWrites): sent like start_run, its timeouts first in
+-- the same implicit transaction, so the server arms statement_timeout for the call.
 select
     set_config('statement_timeout', %(statement_timeout_ms)s || 'ms', true) as statement_timeout,
     set_config('lock_timeout', %(lock_timeout_ms)s || 'ms', true) as lock_timeout;
-select a.outcome, a.workspace_id
-from prebuilds.apply_action(
-    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s
-) as a;
+select prebuilds.apply_action(
+    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s,
+    %(lock_timeout_ms)s
+) as workspace_id;
 
 -- name: apply_action_call
--- apply_action's call alone, for the pipelined writers (driver/cycle.py PipelinedWrites): the
--- extended protocol takes one statement per message, so local_limits goes first on its own.
-select a.outcome, a.workspace_id
-from prebuilds.apply_action(
-    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s
-) as a;
+-- apply_action as the one statement of its transaction, for the pipelined writers
+-- (driver/cycle.py PipelinedWrites): the function sets lock_timeout itself before its first lock;
+-- the statement timeout is the writer's deadline, which cancels the call from the client.
+select prebuilds.apply_action(
+    %(run_id)s, %(seq)s, %(action)s, %(preset_id)s, %(workspace_id)s, %(reason)s,
+    %(lock_timeout_ms)s
+) as workspace_id;
 
 -- name: logged_outcomes
 -- After a write connection broke mid-action: did those actions commit? Their log row says.

@@ -272,6 +272,87 @@ def test_a_locked_row_in_a_pipelined_cycle_fails_only_its_preset(conn: Conn, db_
     assert overfull(conn) == []
 
 
+# --- the statement timeout: the writer's deadline ----------------------------------------------
+
+
+def active_sleeps(conn: Conn) -> int:
+    count: int = scalar(
+        conn,
+        "select count(*) from pg_stat_activity where query like 'select prebuilds.apply_action(%%'"
+        " and state = 'active' and pid <> pg_backend_pid()",
+    )
+    return count
+
+
+@pytest.mark.parametrize("slowest", ["first", "second"])
+def test_a_pipelined_action_past_the_statement_timeout_is_cancelled_alone(
+    conn: Conn, db_url: str, slowest: str
+) -> None:
+    """A pipelined call sets no statement_timeout on the server (PostgreSQL arms it when a
+    statement starts); the writer keeps the deadline. An action still running when it passes
+    (a trigger sleeps 30 s in its workspace insert, no lock involved) is cancelled from the
+    client: it fails with an error naming the statement timeout, rolls back, and the other
+    action of the pair (before or after it) is applied. The oldest action's time runs from when
+    it became the oldest, so the second of a pair gets its full timeout too."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "a" if slowest == "first" else "b", 30.0)
+    stuck = a if slowest == "first" else b
+    with started_run(db_url) as run:
+        started = time.monotonic()
+        ((a1, o1), (a2, o2)), broken = pipelined_pair(
+            run, run.creates[a], run.creates[b], Limits(statement_timeout=1.0)
+        )
+        elapsed = time.monotonic() - started
+        run.plan_conn.rollback()
+    outcomes = {a1.preset_id: o1, a2.preset_id: o2}
+    cancelled, other = outcomes[stuck], outcomes[b if stuck == a else a]
+    assert cancelled is not None and cancelled.outcome == "failed"
+    assert not cancelled.lock_timeout
+    assert "statement timeout: no result after 1 s, cancelled by the driver" in (
+        cancelled.error or ""
+    ), cancelled.error
+    assert "canceling statement due to user request" in (cancelled.error or "")
+    assert other is not None and other.outcome == "applied"
+    assert not broken
+    assert 1.0 <= elapsed < 5.0, elapsed
+    assert live_prebuilds(conn, stuck) == 0 and live_prebuilds(conn, other.action.preset_id) == 1
+    assert active_sleeps(conn) == 0  # the server stopped working on it
+    print(
+        f"\n{slowest} of a pipelined pair ran past the 1 s statement timeout: cancelled after "
+        f"{elapsed:.2f} s, the other applied"
+    )
+
+
+def test_a_slow_action_in_a_pipelined_cycle_costs_one_statement_timeout(
+    conn: Conn, db_url: str
+) -> None:
+    """The whole driver at depth 2 with --statement-timeout 1: the one slow create fails after
+    about a second, named as a statement timeout; every other action is applied and the cycle
+    reports a failure (exit code 1)."""
+    assert cycle.PIPELINE_DEPTH == 2
+    active_preset(conn, "slow", 1)
+    for i in range(6):
+        active_preset(conn, f"free-{i}", 3)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "slow", 30.0)
+    started = time.monotonic()
+    result = run_cycle(db_url, limits=Limits(statement_timeout=1.0))
+    elapsed = time.monotonic() - started
+    failed = [o for o in result.outcomes if o.outcome == "failed"]
+    assert len(failed) == 1 and "statement timeout" in (failed[0].error or "")
+    assert result.tally("applied") == 18
+    assert result.exit_code == 1
+    assert 1.0 <= elapsed < 1.0 + 4.0, elapsed
+    logged_error = scalar(
+        conn,
+        "select error from prebuilds.reconciliation_action_log where outcome = 'failed'",
+    )
+    assert "statement timeout" in logged_error
+    assert overfull(conn) == []
+
+
 # --- a killed connection -----------------------------------------------------------------------
 
 

@@ -39,7 +39,7 @@ FUNCTIONS = {
         *READ,
         "take_reconcile_lock(bigint)",
         "start_run(bigint,integer,integer,text,integer,integer,integer,double precision)",
-        "apply_action(bigint,integer,text,uuid,uuid,text)",
+        "apply_action(bigint,integer,text,uuid,uuid,text,integer)",
         "finish_run(bigint,text,integer,text)",
         "log_actions(bigint,jsonb)",
         "prune_runs()",
@@ -346,7 +346,7 @@ def test_the_platform_publishes_configures_claims_and_steers(
         c.execute("select prebuilds.deprecate_template('acme', 'web')")
         assert scalar(c, "select prebuilds.delete_template('acme', 'web')") is True
         denied(c, "select * from prebuilds.take_reconcile_lock(1)")
-        denied(c, "select * from prebuilds.apply_action(1, 1, 'create', %s, null, 'x')", (small,))
+        denied(c, "select prebuilds.apply_action(1, 1, 'create', %s, null, 'x', null)", (small,))
         denied(c, "select prebuilds.log_actions(1, '[]')")
         denied(c, "select prebuilds.prune_runs()")
         denied(c, "select * from prebuilds.acquire_job('w')")

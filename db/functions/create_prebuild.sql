@@ -5,11 +5,13 @@
 -- default choice the pool-size lookup (schedules), whose plan for one call looks cheaper than the
 -- generic one once the time zone is folded in, was planned afresh on every create, 0.2-0.4 ms of
 -- a create's ~0.7 ms of server time (bench/apply_pieces.py, README "Applying actions").
+-- No `set search_path`: an internal helper, reached only through apply_action (security definer,
+-- search_path ''), and every name in it is qualified; the setting cost a save and restore of
+-- the configuration on every create (revision 0015).
 
 create function prebuilds.create_prebuild(p_preset_id uuid)
 returns uuid
 language plpgsql
-set search_path = ''
 set plan_cache_mode = force_generic_plan
 as $$
 declare

@@ -1,5 +1,7 @@
 -- Internal: queue the next build of a workspace with a fresh pending job; returns the job id.
 -- Callers (create, delete, claim) hold the workspace row lock, so the build number is stable.
+-- No `set search_path`: reached only from functions that run with search_path '' (execute is
+-- revoked from public), every name qualified; one configuration save and restore less per call.
 
 create function prebuilds.queue_build(
     p_workspace_id uuid,
@@ -10,7 +12,6 @@ create function prebuilds.queue_build(
 )
 returns uuid
 language plpgsql
-set search_path = ''
 as $$
 declare
     v_job_id uuid;

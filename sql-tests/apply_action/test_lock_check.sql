@@ -29,7 +29,7 @@ values ('test', 8102650153143987300, 1, 12345);
 select throws_ok(
     $$select * from prebuilds.apply_action(
         (select max(id) from prebuilds.reconciliation_runs), 1, 'create',
-        (select preset from ids), null, 'missing')$$,
+        (select preset from ids), null, 'missing', null)$$,
     'PBL01', null, 'apply_action refuses an action of a run whose lock is gone'
 );
 select is(
