@@ -143,3 +143,25 @@ def wait_until(predicate: Any, what: str, timeout: float = 20, poll: float = 0.0
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll)
+
+
+# Inserting a workspace of a template named in public.slow_templates sleeps that long first.
+SLOW_PRESETS = """
+create table public.slow_templates (name text primary key, seconds float8 not null);
+create function public.slow_preset() returns trigger language plpgsql as $$
+begin
+    perform pg_sleep(coalesce(
+        (select s.seconds from public.slow_templates as s
+         join prebuilds.templates as t on t.name = s.name
+         where t.id = new.template_id),
+        0));
+    return new;
+end $$;
+create trigger slow_preset before insert on prebuilds.workspaces
+for each row execute function public.slow_preset();
+"""
+
+
+def slow(conn: psycopg.Connection[Any], template: str, seconds: float) -> None:
+    """Make inserting a workspace of ``template`` sleep ``seconds`` (after SLOW_PRESETS)."""
+    conn.execute("insert into public.slow_templates values (%s, %s)", (template, seconds))

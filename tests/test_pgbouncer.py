@@ -22,10 +22,10 @@ import psycopg
 import pytest
 
 from prebuilds import cycle
-from prebuilds.cycle import run_cycle
+from prebuilds.cycle import Limits, run_cycle
 from prebuilds.simulator import SimulatedProvisioner
 from tests.fixtures import clone_database, drop_database, with_database
-from tests.support import overfull, run_cli, scalar, start_cli
+from tests.support import SLOW_PRESETS, overfull, run_cli, scalar, slow, start_cli
 
 Conn = psycopg.Connection[Any]
 BouncerUrl = Callable[..., str]
@@ -260,6 +260,41 @@ def test_pipelined_failures_through_pgbouncer_stay_in_their_own_transaction(
     print(
         f"\nPgBouncer transaction mode, depth {depth}: 180 applied, 20 failed in the database, "
         f"all logged; a neighbour's {sum(seen.values())} reads saw no action's settings"
+    )
+
+
+def test_a_pipelined_action_past_its_statement_timeout_is_cancelled_through_pgbouncer(
+    conn: Conn, db_url: str, pgbouncer_url: BouncerUrl
+) -> None:
+    """Transaction mode, depth 2, --statement-timeout 1: one create sleeps 30 s in a trigger.
+    The driver's cancel request goes through PgBouncer to the server connection running it:
+    that create fails after about a second, named as a statement timeout, every other create is
+    applied, and the server is no longer running it."""
+    assert cycle.PIPELINE_DEPTH == 2
+    active_presets(conn, "ok-", 6, 3)
+    active_presets(conn, "slow", 1, 1)  # the template is named slow1
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "slow1", 30.0)
+    started = time.monotonic()
+    result = run_cycle(pgbouncer_url(db_url, "transaction"), limits=Limits(statement_timeout=1.0))
+    elapsed = time.monotonic() - started
+    failed = [o for o in result.outcomes if o.outcome == "failed"]
+    assert len(failed) == 1, failed
+    assert "statement timeout: no result after 1 s, cancelled by the driver" in (
+        failed[0].error or ""
+    )
+    assert result.tally("applied") == 18
+    assert 1.0 <= elapsed < 5.0, elapsed
+    sleeping = scalar(
+        conn,
+        "select count(*) from pg_stat_activity where state = 'active' "
+        "and query like 'select prebuilds.apply_action(%%'",
+    )
+    assert sleeping == 0
+    assert overfull(conn) == []
+    print(
+        f"\nPgBouncer transaction mode: the slow create was cancelled through the pooler after "
+        f"{elapsed:.2f} s (cycle), 18 others applied"
     )
 
 

@@ -20,26 +20,9 @@ from psycopg_pool import ConnectionPool
 from prebuilds import cycle, locks
 from prebuilds.cycle import Limits, PipelinedWrites, run_cycle
 from prebuilds.model import Outcome, PlannedAction
-from tests.support import active_preset, overfull, scalar, wait_until
+from tests.support import SLOW_PRESETS, active_preset, overfull, scalar, slow, wait_until
 
 Conn = psycopg.Connection[Any]
-
-# Inserting a workspace of a template named in public.slow_templates sleeps that long first.
-SLOW_PRESETS = """
-create table public.slow_templates (name text primary key, seconds float8 not null);
-create function public.slow_preset() returns trigger language plpgsql as $$
-begin
-    perform pg_sleep(coalesce(
-        (select s.seconds from public.slow_templates as s
-         join prebuilds.templates as t on t.name = s.name
-         where t.id = new.template_id),
-        0));
-    return new;
-end $$;
-create trigger slow_preset before insert on prebuilds.workspaces
-for each row execute function public.slow_preset();
-"""
-
 
 # Inserting a workspace of a template named in public.refused_templates fails.
 REFUSE = """
@@ -58,10 +41,6 @@ end $$;
 create trigger refuse before insert on prebuilds.workspaces
 for each row execute function public.refuse();
 """
-
-
-def slow(conn: Conn, template: str, seconds: float) -> None:
-    conn.execute("insert into public.slow_templates values (%s, %s)", (template, seconds))
 
 
 @dataclass
