@@ -109,11 +109,18 @@ def presets_of(url: str) -> list[Any]:
 
 
 def two_writers(
-    url: str, items: Sequence[Any], one: Callable[[Any, Any], None], **kw: Any
+    url: str,
+    items: Sequence[Any],
+    one: Callable[[Any, Any], None],
+    session: Any = None,
+    **kw: Any,
 ) -> float:
     work = iter(items)
     lock = threading.Lock()
     conns = [psycopg.connect(url, autocommit=True, **kw) for _ in range(2)]
+    if session is not None:
+        for c in conns:
+            c.execute(session)
 
     def writer(conn: Any) -> None:
         while True:
@@ -151,6 +158,7 @@ def physical(url: str, n: int, *, log_row: bool = True, prepare: bool = True) ->
         lambda c, item: c.execute(
             statement, {"preset_id": item[1], "run_id": run[0], "seq": item[0]}
         ),
+        session=query_bench("physical_session"),
         prepare_threshold=5 if prepare else None,
     )
 

@@ -595,7 +595,9 @@ def apply_physical(
     statement prepared on the server after five executions (psycopg's default): the cheapest way
     to write those rows, which the driver cannot take (no prepared statements behind PgBouncer;
     its PL/pgSQL functions cache their own plans instead). The connections open before the clock
-    starts, as the driver's write pool is open before its apply phase is timed.
+    starts, as the driver's write pool is open before its apply phase is timed. They run with
+    ``search_path = ''``, as every write of ours does inside its functions (``physical_session``
+    says why).
 
     ``log_row=False`` is the reference as it was before (no log row); ``prepare=False`` re-plans
     every statement. ``python -m bench.apply_pieces`` measures all three.
@@ -614,6 +616,8 @@ def apply_physical(
             psycopg.connect(url, autocommit=True, prepare_threshold=5 if prepare else None)
             for _ in range(2)
         ]
+        for c in conns:
+            c.execute(query_bench("physical_session"))
 
         def writer(conn: psycopg.Connection[Any]) -> None:
             while True:

@@ -5,9 +5,66 @@ drop function prebuilds.apply_action(bigint, int, text, uuid, uuid, text, int);
 drop function prebuilds.create_prebuild(uuid);
 drop function prebuilds.queue_build(uuid, uuid, uuid, text, uuid);
 drop function prebuilds.count_prebuild_event(uuid, text);
+drop trigger workspace_builds_track_latest on prebuilds.workspace_builds;
+drop function prebuilds.track_latest_build();
 -- <<< applying an action in one statement ---------------------------------------------------------
 
 -- >>> frozen objects: written by `prebuilds freeze`, edit only above this line
+
+-- >>> db/functions/track_latest_build.sql
+-- Trigger function: keeps workspaces.latest_build_* (the pointer and the build's own facts),
+-- current_preset_id and delete_failures in step with the builds, so readers find a workspace's
+-- state without scanning its history, and the plan without reading its build at all.
+-- Called by the trigger workspace_builds_track_latest after every build insert.
+
+create function prebuilds.track_latest_build()
+returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+    -- The comparison runs on the row version this update locks, so two builds inserted
+    -- concurrently for one workspace still leave the higher number in place.
+    update prebuilds.workspaces as w
+    set latest_build_id = new.id,
+        latest_build_number = new.build_number,
+        latest_build_transition = new.transition,
+        latest_build_created_at = new.created_at,
+        latest_build_initiator_id = new.initiator_id,
+        latest_build_job_id = new.job_id,
+        current_preset_id = coalesce(new.preset_id, w.current_preset_id),
+        -- Failed deletes in a row end the history: any other build ends the run. A delete build
+        -- inserted already failed (an import, a test fixture) counts as one more.
+        delete_failures = case
+            when new.transition <> 'delete' then 0
+            when exists (
+                select from prebuilds.provisioner_jobs as j
+                where j.id = new.job_id and j.status = 'failed'
+            ) then w.delete_failures + 1
+            else w.delete_failures
+        end
+    where w.id = new.workspace_id
+      and (w.latest_build_number is null or w.latest_build_number < new.build_number);
+    return null;
+end;
+$$;
+
+comment on function prebuilds.track_latest_build() is
+'Trigger: points workspaces.latest_build_id and current_preset_id at the newest build, copies '
+'its transition, created_at, initiator_id and job_id, and resets delete_failures unless the new '
+'build is a delete.';
+
+-- >>> db/triggers/workspace_builds_track_latest.sql
+-- Maintains the latest-build pointer on workspaces for every writer, not only our functions.
+-- Builds are append-only: updating a build's number, workspace or preset is not supported.
+
+create trigger workspace_builds_track_latest
+after insert on prebuilds.workspace_builds
+for each row execute function prebuilds.track_latest_build();
+
+comment on trigger workspace_builds_track_latest on prebuilds.workspace_builds is
+'Keeps workspaces.latest_build_* (the pointer and the build''s facts), current_preset_id and '
+'delete_failures current.';
 
 -- >>> db/functions/queue_build.sql
 -- Internal: queue the next build of a workspace with a fresh pending job; returns the job id.

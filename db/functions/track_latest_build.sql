@@ -2,11 +2,16 @@
 -- current_preset_id and delete_failures in step with the builds, so readers find a workspace's
 -- state without scanning its history, and the plan without reading its build at all.
 -- Called by the trigger workspace_builds_track_latest after every build insert.
+-- Its update runs its cached generic plan (a primary-key lookup whatever the values): with
+-- PL/pgSQL's default choice it was planned afresh for every build inserted, because the plan for
+-- one row looks cheaper than the generic one (every claim, delete and create paid for it;
+-- create_prebuild's own plan_cache_mode covered creates only; revision 0015).
 
 create function prebuilds.track_latest_build()
 returns trigger
 language plpgsql
 set search_path = ''
+set plan_cache_mode = force_generic_plan
 as $$
 begin
     -- The comparison runs on the row version this update locks, so two builds inserted
