@@ -158,7 +158,7 @@ def physical(url: str, n: int, *, log_row: bool = True, prepare: bool = True) ->
         lambda c, item: c.execute(
             statement, {"preset_id": item[1], "run_id": run[0], "seq": item[0]}
         ),
-        session=query_bench("physical_session"),
+        session=query_bench("writer_session"),
         prepare_threshold=5 if prepare else None,
     )
 
@@ -168,6 +168,7 @@ def create_prebuild(url: str, n: int) -> float:
         url,
         round_robin(presets_of(url), n),
         lambda c, p: c.execute("select prebuilds.create_prebuild(%s)", (p,)),
+        session=query_bench("writer_session"),  # as apply_action runs it
         prepare_threshold=None,
     )
 

@@ -596,7 +596,7 @@ def apply_physical(
     to write those rows, which the driver cannot take (no prepared statements behind PgBouncer;
     its PL/pgSQL functions cache their own plans instead). The connections open before the clock
     starts, as the driver's write pool is open before its apply phase is timed. They run with
-    ``search_path = ''``, as every write of ours does inside its functions (``physical_session``
+    ``search_path = ''``, as every write of ours does inside its functions (``writer_session``
     says why).
 
     ``log_row=False`` is the reference as it was before (no log row); ``prepare=False`` re-plans
@@ -617,7 +617,7 @@ def apply_physical(
             for _ in range(2)
         ]
         for c in conns:
-            c.execute(query_bench("physical_session"))
+            c.execute(query_bench("writer_session"))
 
         def writer(conn: psycopg.Connection[Any]) -> None:
             while True:

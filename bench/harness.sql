@@ -48,8 +48,9 @@ insert into prebuilds.reconciliation_runs (hostname, actions_planned)
 values ('bench-physical', %(creates)s)
 returning id;
 
--- name: physical_session
--- The reference's connections run with the search_path that our functions set for every write.
+-- name: writer_session
+-- The reference's connections (and apply_pieces' create_prebuild alone) run with the search_path
+-- that our functions set for every write.
 -- Under any other, PostgreSQL re-planned six of the foreign-key checks of each create (measured:
 -- pg_stat_statements with track_planning, 240 plans in 600 checks of 40 creates; none with ''):
 -- a cached plan is rebuilt when the search_path differs from the one it was made under, and
