@@ -65,6 +65,11 @@ WRITE_POOL_SIZE = 2
 #: while the client reads the previous one's result and prepares the one after. With two
 #: connections, up to four actions are in flight, never two creates of one preset.
 PIPELINE_DEPTH = 2
+#: A pipelined action past its statement timeout is cancelled from the client: the request is
+#: sent again after this many seconds without an answer, and after this many requests the
+#: connection is given up.
+CANCEL_GRACE_S = 5.0
+CANCEL_ATTEMPTS = 3
 CONNECT_TIMEOUT_S = 10
 #: How often the plan connection is pinged while the writers apply.
 KEEPALIVE_S = 1.0
@@ -1040,10 +1045,12 @@ class PipelinedWrites:
         self._error: psycopg.Error | None = None
         self._poll = select.poll()
         self._socket = self.pgconn.socket
-        #: When the oldest action in flight runs out of time (monotonic), and whether the
-        #: server was asked to cancel it.
+        #: When the oldest action in flight runs out of time (monotonic), how many cancel
+        #: requests were sent for it, and the actions in flight when the last one was sent
+        #: (the only ones it can have stopped: the first is the late one).
         self._due = 0.0
-        self._cancelled = False
+        self._cancels = 0
+        self._cancel_window: tuple[PlannedAction, ...] = ()
 
     def __enter__(self) -> PipelinedWrites:
         self.conn.lock.acquire()
@@ -1083,7 +1090,7 @@ class PipelinedWrites:
     def _oldest_starts(self) -> None:
         """The oldest action in flight changed: its time runs from now."""
         self._due = time.monotonic() + self._limits.statement_timeout
-        self._cancelled = False
+        self._cancels = 0
 
     def send(self, action: PlannedAction) -> None:
         """Queue the action and flush it to the server; never raises a database error (an action
@@ -1118,7 +1125,6 @@ class PipelinedWrites:
     def _receive(self, action: PlannedAction) -> Outcome | None:
         if self._error is not None:
             return action_failed(action, self._error)
-        cancelled = self._cancelled
         try:
             call = self._results()
             failed = [r for r in call if r.status == pq.ExecStatus.FATAL_ERROR]
@@ -1141,11 +1147,8 @@ class PipelinedWrites:
             self._error = error or psycopg.OperationalError("lost track of the pipeline's results")
             return action_failed(action, self._error)
         if error is not None:
-            if (cancelled or self._cancelled) and isinstance(error, errors.QueryCanceled):
-                error = errors.QueryCanceled(
-                    f"statement timeout: no result after {self._limits.statement_timeout:g} s, "
-                    f"cancelled by the driver ({first_line(error)})"
-                )
+            if isinstance(error, errors.QueryCanceled) and action in self._cancel_window:
+                error = errors.QueryCanceled(self._cancelled_because(action, error))
             return action_failed(action, error)
         if len(call) != 1 or call[0].status != pq.ExecStatus.TUPLES_OK or call[0].ntuples != 1:
             raise AssertionError(f"apply_action returned {[r.status for r in call]}")
@@ -1187,27 +1190,54 @@ class PipelinedWrites:
                 return results
 
     def _wait(self, events: int) -> None:
-        """Wait for the socket; past the oldest action's deadline, ask the server to cancel it
-        (once: its error, or its result, ends the wait)."""
+        """Wait for the socket. Past the oldest action's deadline, unless its result is already
+        arriving, ask the server to cancel it; ask again after ``CANCEL_GRACE_S`` without an
+        answer; after ``CANCEL_ATTEMPTS`` requests, give the connection up (the actions in
+        flight fail, and ``settle_outcomes`` asks the log whether they committed)."""
         self._poll.modify(self._socket, events)
         while True:
-            left = self._due - time.monotonic()
-            if self._cancelled or not self._sent:
+            if not self._sent:
                 self._poll.poll()
                 return
-            if left > 0 and self._poll.poll(left * 1000 + 1):
-                return
-            if left <= 0 or time.monotonic() >= self._due:
-                self._cancel()
+            left = self._due - time.monotonic()
+            if left > 0:
+                if self._poll.poll(left * 1000 + 1):
+                    return
+                continue
+            if self._poll.poll(0):
+                return  # the result is here: not late after all
+            self._overdue()
 
-    def _cancel(self) -> None:
-        self._cancelled = True
-        log.debug("action %s: no result within the statement timeout", self._sent[0].seq)
+    def _overdue(self) -> None:
+        late = self._sent[0]
+        if self._cancels >= CANCEL_ATTEMPTS:
+            raise psycopg.OperationalError(
+                f"action {late.seq}: no answer {self._limits.statement_timeout:g} s after it "
+                f"started and {self._cancels} cancel requests later; connection given up"
+            )
+        self._cancels += 1
+        self._cancel_window = tuple(self._sent)
+        log.debug("action %s: past the statement timeout: cancel %s", late.seq, self._cancels)
         try:
-            self.pgconn.get_cancel().cancel()
+            self.conn.cancel_safe(timeout=CANCEL_GRACE_S)
         except psycopg.Error as exc:
-            # The server is unreachable: the connection's own error will end the wait.
+            # Unreachable or slow: asked again (or given up) after the grace period.
             log.debug("cancel request failed: %s", first_line(exc))
+        self._due = time.monotonic() + CANCEL_GRACE_S
+
+    def _cancelled_because(self, action: PlannedAction, error: psycopg.Error) -> str:
+        """The error of an action stopped by the driver's cancel request: the late action, or
+        the one behind it when the request landed just after the late one had finished."""
+        late = self._cancel_window[0]
+        if action is late:
+            return (
+                f"statement timeout: no result after {self._limits.statement_timeout:g} s, "
+                f"cancelled by the driver ({first_line(error)})"
+            )
+        return (
+            f"cancelled by the driver's request for action {late.seq}, which had run past the "
+            f"statement timeout and finished as the request arrived ({first_line(error)})"
+        )
 
 
 def writes_for(

@@ -304,6 +304,74 @@ def test_a_pipelined_action_past_the_statement_timeout_is_cancelled_alone(
     )
 
 
+def test_a_result_that_arrived_before_the_deadline_is_never_cancelled(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first action finishes in 0.3 s, inside its 0.5 s, but the client reads it only at
+    0.7 s (a slow callback, the GIL): the writer sees the result waiting and sends no cancel,
+    which would otherwise stop the next action in the pipeline. Both are applied."""
+    asked: list[int] = []
+    real = psycopg.Connection.cancel_safe
+    monkeypatch.setattr(
+        psycopg.Connection,
+        "cancel_safe",
+        lambda self, timeout=0: (asked.append(1), real(self, timeout=timeout)),
+    )
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "a", 0.3)
+    with started_run(db_url) as run:
+        limits = Limits(statement_timeout=0.5)
+        with run.pool.connection() as write, PipelinedWrites(write, run.run_id, limits) as writer:
+            writer.send(run.creates[a])
+            writer.send(run.creates[b])
+            time.sleep(0.7)
+            (_, o1), (_, o2) = writer.receive(), writer.receive()
+        run.plan_conn.rollback()
+    assert asked == []
+    assert o1 is not None and o1.outcome == "applied"
+    assert o2 is not None and o2.outcome == "applied"
+
+
+def test_a_cancel_that_goes_unanswered_gives_the_connection_up(
+    conn: Conn, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel request never reaches the server (a pooler that drops it, a lost packet):
+    the writer asks again after the grace period, and after the last attempt gives the
+    connection up instead of waiting for ever. Both actions in flight fail with an error that
+    says so, and the connection is reported broken (the pool drops it)."""
+    monkeypatch.setattr(cycle, "CANCEL_GRACE_S", 0.3)
+    monkeypatch.setattr(cycle, "CANCEL_ATTEMPTS", 2)
+    asked: list[float] = []
+    monkeypatch.setattr(
+        psycopg.Connection, "cancel_safe", lambda self, timeout=0: asked.append(time.monotonic())
+    )
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, "a", 30.0)
+    with started_run(db_url) as run:
+        started = time.monotonic()
+        ((a1, o1), (a2, o2)), broken = pipelined_pair(
+            run, run.creates[a], run.creates[b], Limits(statement_timeout=0.5)
+        )
+        elapsed = time.monotonic() - started
+        run.plan_conn.rollback()
+    conn.execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity "
+        "where query like 'select prebuilds.apply_action(%%' and pid <> pg_backend_pid()"
+    )
+    assert (a1.preset_id, a2.preset_id) == (a, b)
+    assert len(asked) == 2 and asked[1] - asked[0] >= 0.3
+    assert o1 is not None and o1.outcome == "failed"
+    assert "2 cancel requests later; connection given up" in (o1.error or ""), o1.error
+    assert o2 is not None and o2.outcome == "failed"
+    assert broken
+    assert 0.5 + 0.6 <= elapsed < 5.0, elapsed
+    print(f"\nunanswered cancels: connection given up after {elapsed:.2f} s, both actions failed")
+
+
 def test_a_slow_action_in_a_pipelined_cycle_costs_one_statement_timeout(
     conn: Conn, db_url: str
 ) -> None:

@@ -169,8 +169,8 @@ comment on function prebuilds.count_prebuild_event(uuid, text) is
 -- generic one once the time zone is folded in, was planned afresh on every create, 0.2-0.4 ms of
 -- a create's ~0.7 ms of server time (bench/apply_pieces.py, README "Applying actions").
 -- No `set search_path`: an internal helper, reached only through apply_action (security definer,
--- search_path ''), and every name in it is qualified; the setting cost a save and restore of
--- the configuration on every create (revision 0015).
+-- search_path ''), and every name in it is qualified; one setting fewer to apply and undo on
+-- every create (revision 0015).
 
 create function prebuilds.create_prebuild(p_preset_id uuid)
 returns uuid
@@ -306,7 +306,8 @@ begin
     if not found then
         raise exception 'no reconciliation run %', p_run_id using errcode = 'PBL01';
     end if;
-    if not v_licensed then
+    -- Null (a run row without its lock key or token) is no licence either.
+    if v_licensed is not true then
         raise exception 'run % lost the reconcile lock (its plan connection, backend %, is gone)',
             p_run_id, v_lock_pid
             using errcode = 'PBL01';

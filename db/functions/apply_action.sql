@@ -53,7 +53,8 @@ begin
     if not found then
         raise exception 'no reconciliation run %', p_run_id using errcode = 'PBL01';
     end if;
-    if not v_licensed then
+    -- Null (a run row without its lock key or token) is no licence either.
+    if v_licensed is not true then
         raise exception 'run % lost the reconcile lock (its plan connection, backend %, is gone)',
             p_run_id, v_lock_pid
             using errcode = 'PBL01';

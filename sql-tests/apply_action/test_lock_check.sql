@@ -3,7 +3,7 @@
 -- file checks the refusals; tests/test_faults.py checks, with real connections, that a live
 -- holder's actions pass and a dead one's are refused.
 begin;
-select plan(6);
+select plan(8);
 
 create temp table ids on commit drop as
 select fixture.active_preset('web', 2) as preset;
@@ -34,6 +34,18 @@ select throws_ok(
 );
 select is(
     (select count(*)::int from prebuilds.workspaces), 0, 'and nothing was created'
+);
+
+-- A run row without its lock key or token (never written by start_run) is no licence either.
+insert into prebuilds.reconciliation_runs (hostname) values ('test');
+select throws_ok(
+    $$select * from prebuilds.apply_action(
+        (select max(id) from prebuilds.reconciliation_runs), 1, 'create',
+        (select preset from ids), null, 'no key', null)$$,
+    'PBL01', null, 'apply_action refuses a run that records no lock holder'
+);
+select is(
+    (select count(*)::int from prebuilds.workspaces), 0, 'and nothing was created either'
 );
 
 select * from finish();
