@@ -312,11 +312,12 @@ def test_a_result_that_arrived_before_the_deadline_is_never_cancelled(
     which would otherwise stop the next action in the pipeline. Both are applied."""
     asked: list[int] = []
     real = psycopg.Connection.cancel_safe
-    monkeypatch.setattr(
-        psycopg.Connection,
-        "cancel_safe",
-        lambda self, timeout=0: (asked.append(1), real(self, timeout=timeout)),
-    )
+
+    def spy(self: Conn, *, timeout: float = 30.0) -> None:
+        asked.append(1)
+        real(self, timeout=timeout)
+
+    monkeypatch.setattr(psycopg.Connection, "cancel_safe", spy)
     a = active_preset(conn, "a", 1)
     b = active_preset(conn, "b", 1)
     conn.execute(SLOW_PRESETS)
