@@ -745,9 +745,10 @@ class ActionQueue:
     Never two creates of one preset at once: ``create_prebuild`` holds the preset's row lock
     until it commits, so a second create would only wait for the first, and when the row is
     locked by someone else both writers would sit out a lock timeout each (PostgreSQL restarts a
-    waiter's timeout when it moves up the queue). And once a create of a preset has timed out
-    waiting for that row, the preset's other creates are not attempted in this cycle: they are
-    returned as failed ("not attempted") and the next cycle tries again.
+    waiter's timeout when it moves up the queue). And once a create of a preset has timed out,
+    waiting for that row or running past the statement timeout, the preset's other creates are
+    not attempted in this cycle (each would likely cost the same timeout, one after the other):
+    they are returned as failed ("not attempted") and the next cycle tries again.
     """
 
     def __init__(
@@ -810,8 +811,8 @@ class ActionQueue:
                                 action,
                                 "failed",
                                 None,
-                                "not attempted: an earlier create of this preset timed out "
-                                f"waiting for its row lock ({self._blocked[action.preset_id]})",
+                                "not attempted: an earlier create of this preset "
+                                f"{self._blocked[action.preset_id]}",
                             )
                         )
                         continue
@@ -831,7 +832,11 @@ class ActionQueue:
             if action is not None and action.action == "create":
                 self._busy.discard(action.preset_id)
                 if outcome is not None and outcome.lock_timeout:
-                    self._blocked.setdefault(action.preset_id, outcome.error or "")
+                    why = f"timed out waiting for its row lock ({outcome.error})"
+                    self._blocked.setdefault(action.preset_id, why)
+                elif outcome is not None and outcome.statement_timeout:
+                    why = f"ran past the statement timeout ({outcome.error})"
+                    self._blocked.setdefault(action.preset_id, why)
             self._cond.notify_all()
 
 
@@ -965,7 +970,7 @@ def action_done(action: PlannedAction, workspace_id: UUID | None) -> Outcome:
 def action_failed(action: PlannedAction, exc: psycopg.Error) -> Outcome | None:
     """The outcome of an action whose statement raised ``exc``: None when the database refused
     it because the run no longer holds the lock, else failed (with the first line of the error,
-    and whether it was a lock timeout)."""
+    and whether it was a lock timeout or a cancelled statement)."""
     if is_lock_lost(exc):
         return None
     message = first_line(exc)
@@ -977,6 +982,7 @@ def action_failed(action: PlannedAction, exc: psycopg.Error) -> Outcome | None:
         action.workspace_id,
         message,
         lock_timeout=isinstance(exc, errors.LockNotAvailable),
+        statement_timeout=isinstance(exc, errors.QueryCanceled),
     )
 
 

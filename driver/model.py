@@ -107,6 +107,9 @@ class Outcome:
     error: str | None = None
     #: The action failed waiting for a row lock (lock_timeout).
     lock_timeout: bool = False
+    #: The action was cancelled: past the statement timeout (the server's, or the driver's
+    #: deadline for a pipelined action).
+    statement_timeout: bool = False
 
 
 @dataclass(frozen=True)

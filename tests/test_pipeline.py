@@ -373,14 +373,16 @@ def test_a_cancel_that_goes_unanswered_gives_the_connection_up(
     print(f"\nunanswered cancels: connection given up after {elapsed:.2f} s, both actions failed")
 
 
-def test_a_slow_action_in_a_pipelined_cycle_costs_one_statement_timeout(
-    conn: Conn, db_url: str
+@pytest.mark.parametrize("depth", [2, 1])
+def test_a_slow_action_in_a_cycle_costs_one_statement_timeout(
+    conn: Conn, db_url: str, depth: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The whole driver at depth 2 with --statement-timeout 1: the one slow create fails after
-    about a second, named as a statement timeout; every other action is applied and the cycle
-    reports a failure (exit code 1)."""
-    assert cycle.PIPELINE_DEPTH == 2
-    active_preset(conn, "slow", 1)
+    """The whole driver with --statement-timeout 1, at depth 2 (the driver's deadline) and 1
+    (the server's statement_timeout): the slow preset's first create fails after about a second,
+    named as a statement timeout, and its two other creates are not attempted (each would cost
+    another second); every other action is applied and the cycle reports a failure (exit 1)."""
+    monkeypatch.setattr(cycle, "PIPELINE_DEPTH", depth)
+    active_preset(conn, "slow", 3)
     for i in range(6):
         active_preset(conn, f"free-{i}", 3)
     conn.execute(SLOW_PRESETS)
@@ -389,15 +391,28 @@ def test_a_slow_action_in_a_pipelined_cycle_costs_one_statement_timeout(
     result = run_cycle(db_url, limits=Limits(statement_timeout=1.0))
     elapsed = time.monotonic() - started
     failed = [o for o in result.outcomes if o.outcome == "failed"]
-    assert len(failed) == 1 and "statement timeout" in (failed[0].error or "")
+    cancelled = [o for o in failed if o.statement_timeout]
+    assert len(failed) == 3 and len(cancelled) == 1
+    expected = (
+        "statement timeout: no result after 1 s"
+        if depth == 2
+        else "canceling statement due to statement timeout"
+    )
+    assert expected in (cancelled[0].error or ""), cancelled[0].error
+    skipped = [o.error or "" for o in failed if not o.statement_timeout]
+    assert all(
+        e.startswith("not attempted: an earlier create of this preset ran past the statement")
+        for e in skipped
+    ), skipped
     assert result.tally("applied") == 18
     assert result.exit_code == 1
-    assert 1.0 <= elapsed < 1.0 + 4.0, elapsed
-    logged_error = scalar(
+    assert 1.0 <= elapsed < 1.0 + 1.5, elapsed
+    logged = scalar(
         conn,
-        "select error from prebuilds.reconciliation_action_log where outcome = 'failed'",
+        "select count(*) from prebuilds.reconciliation_action_log "
+        "where outcome = 'failed' and error like '%%statement timeout%%'",
     )
-    assert "statement timeout" in logged_error
+    assert logged == 3
     assert overfull(conn) == []
 
 
