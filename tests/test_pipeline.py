@@ -263,6 +263,24 @@ def active_sleeps(conn: Conn) -> int:
     return count
 
 
+def slow_pair(
+    conn: Conn, db_url: str, slow_template: str, limits: Limits
+) -> tuple[UUID, UUID, Any, bool, float]:
+    """Presets a and b (one create each), the workspace insert of ``slow_template`` sleeping
+    30 s; both creates sent on one connection. Returns a, b, the two (action, outcome) pairs,
+    whether the connection broke, and the seconds it took."""
+    a = active_preset(conn, "a", 1)
+    b = active_preset(conn, "b", 1)
+    conn.execute(SLOW_PRESETS)
+    slow(conn, slow_template, 30.0)
+    with started_run(db_url) as run:
+        started = time.monotonic()
+        results, broken = pipelined_pair(run, run.creates[a], run.creates[b], limits)
+        elapsed = time.monotonic() - started
+        run.plan_conn.rollback()
+    return a, b, results, broken, elapsed
+
+
 @pytest.mark.parametrize("slowest", ["first", "second"])
 def test_a_pipelined_action_past_the_statement_timeout_is_cancelled_alone(
     conn: Conn, db_url: str, slowest: str
@@ -273,18 +291,10 @@ def test_a_pipelined_action_past_the_statement_timeout_is_cancelled_alone(
     client: it fails with an error naming the statement timeout, rolls back, and the other
     action of the pair (before or after it) is applied. The oldest action's time runs from when
     it became the oldest, so the second of a pair gets its full timeout too."""
-    a = active_preset(conn, "a", 1)
-    b = active_preset(conn, "b", 1)
-    conn.execute(SLOW_PRESETS)
-    slow(conn, "a" if slowest == "first" else "b", 30.0)
+    a, b, ((a1, o1), (a2, o2)), broken, elapsed = slow_pair(
+        conn, db_url, "a" if slowest == "first" else "b", Limits(statement_timeout=1.0)
+    )
     stuck = a if slowest == "first" else b
-    with started_run(db_url) as run:
-        started = time.monotonic()
-        ((a1, o1), (a2, o2)), broken = pipelined_pair(
-            run, run.creates[a], run.creates[b], Limits(statement_timeout=1.0)
-        )
-        elapsed = time.monotonic() - started
-        run.plan_conn.rollback()
     outcomes = {a1.preset_id: o1, a2.preset_id: o2}
     cancelled, other = outcomes[stuck], outcomes[b if stuck == a else a]
     assert cancelled is not None and cancelled.outcome == "failed"
@@ -348,17 +358,9 @@ def test_a_cancel_that_goes_unanswered_gives_the_connection_up(
     monkeypatch.setattr(
         psycopg.Connection, "cancel_safe", lambda self, timeout=0: asked.append(time.monotonic())
     )
-    a = active_preset(conn, "a", 1)
-    b = active_preset(conn, "b", 1)
-    conn.execute(SLOW_PRESETS)
-    slow(conn, "a", 30.0)
-    with started_run(db_url) as run:
-        started = time.monotonic()
-        ((a1, o1), (a2, o2)), broken = pipelined_pair(
-            run, run.creates[a], run.creates[b], Limits(statement_timeout=0.5)
-        )
-        elapsed = time.monotonic() - started
-        run.plan_conn.rollback()
+    a, b, ((a1, o1), (a2, o2)), broken, elapsed = slow_pair(
+        conn, db_url, "a", Limits(statement_timeout=0.5)
+    )
     conn.execute(
         "select pg_terminate_backend(pid) from pg_stat_activity "
         "where query like 'select prebuilds.apply_action(%%' and pid <> pg_backend_pid()"
