@@ -539,13 +539,14 @@ def test_run_keeps_its_connections_between_cycles_and_replaces_a_dead_one(
         # The server ends the kept plan connection between cycles: the next cycle reconnects.
         conn.execute("select pg_terminate_backend(%s, 5000)", (pids[0],))
         seen = len(pids)
-        while count(conn, "select count(*) from prebuilds.reconciliation_runs") < seen + 3:
+        # Finished runs only: a run's row exists from its start, so the newest may be running.
+        finished = (
+            "select lock_pid, status from prebuilds.reconciliation_runs "
+            "where id > %s and status <> 'running' order by id"
+        )
+        while len(later := conn.execute(finished, (seen,)).fetchall()) < 3:
             assert time.monotonic() < deadline + 30, "cycles after the kill"
             time.sleep(0.05)
-        later = conn.execute(
-            "select lock_pid, status from prebuilds.reconciliation_runs where id > %s order by id",
-            (seen,),
-        ).fetchall()
         # (A cycle under way when the kill came ends failed, having lost its lock; the ones
         # after it run on a new connection.)
         assert later[-2:] == [(later[-1][0], "succeeded")] * 2, later
