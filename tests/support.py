@@ -165,3 +165,29 @@ for each row execute function public.slow_preset();
 def slow(conn: psycopg.Connection[Any], template: str, seconds: float) -> None:
     """Make inserting a workspace of ``template`` sleep ``seconds`` (after SLOW_PRESETS)."""
     conn.execute("insert into public.slow_templates values (%s, %s)", (template, seconds))
+
+
+# Inserting a workspace of a template named in public.refused_templates fails, naming it.
+REFUSED_PRESETS = """
+create table public.refused_templates (name text primary key);
+create function public.refuse() returns trigger language plpgsql as $$
+declare
+    v_name text;
+begin
+    select r.name into v_name
+    from public.refused_templates as r
+    join prebuilds.templates as t on t.name = r.name
+    where t.id = new.template_id;
+    if found then
+        raise exception 'test trigger: refusing template %', v_name;
+    end if;
+    return new;
+end $$;
+create trigger refuse before insert on prebuilds.workspaces
+for each row execute function public.refuse();
+"""
+
+
+def refuse(conn: psycopg.Connection[Any], template: str) -> None:
+    """Make inserting a workspace of ``template`` fail (after REFUSED_PRESETS)."""
+    conn.execute("insert into public.refused_templates values (%s)", (template,))

@@ -25,7 +25,16 @@ from prebuilds import cycle
 from prebuilds.cycle import Limits, run_cycle
 from prebuilds.simulator import SimulatedProvisioner
 from tests.fixtures import clone_database, drop_database, with_database
-from tests.support import SLOW_PRESETS, overfull, run_cli, scalar, slow, start_cli
+from tests.support import (
+    REFUSED_PRESETS,
+    SLOW_PRESETS,
+    overfull,
+    refuse,
+    run_cli,
+    scalar,
+    slow,
+    start_cli,
+)
 
 Conn = psycopg.Connection[Any]
 BouncerUrl = Callable[..., str]
@@ -192,20 +201,6 @@ def test_a_cycle_of_a_thousand_actions_applies_every_one(
     )
 
 
-# Creates for the template named "refused" fail inside the database (a test-only trigger).
-REFUSE_TEMPLATE = """
-create function public.refuse() returns trigger language plpgsql as $$
-begin
-    if new.template_id = (select t.id from prebuilds.templates as t where t.name = 'refused') then
-        raise exception 'test trigger: refusing template refused';
-    end if;
-    return new;
-end $$;
-create trigger refuse before insert on prebuilds.workspaces
-for each row execute function public.refuse();
-"""
-
-
 @pytest.mark.parametrize("depth", [1, 2])
 def test_pipelined_failures_through_pgbouncer_stay_in_their_own_transaction(
     conn: Conn,
@@ -222,7 +217,8 @@ def test_pipelined_failures_through_pgbouncer_stay_in_their_own_transaction(
     active_presets(conn, "ok-", 9, 20)
     active_presets(conn, "refused", 1, 20)  # the template is named refused1
     conn.execute("update prebuilds.templates set name = 'refused' where name = 'refused1'")
-    conn.execute(REFUSE_TEMPLATE)
+    conn.execute(REFUSED_PRESETS)
+    refuse(conn, "refused")
     url = pgbouncer_url(db_url, "transaction")
     seen: Counter[tuple[str, str]] = Counter()
     stop = threading.Event()

@@ -20,27 +20,18 @@ from psycopg_pool import ConnectionPool
 from prebuilds import cycle, locks
 from prebuilds.cycle import Limits, PipelinedWrites, run_cycle
 from prebuilds.model import Outcome, PlannedAction
-from tests.support import SLOW_PRESETS, active_preset, overfull, scalar, slow, wait_until
+from tests.support import (
+    REFUSED_PRESETS,
+    SLOW_PRESETS,
+    active_preset,
+    overfull,
+    refuse,
+    scalar,
+    slow,
+    wait_until,
+)
 
 Conn = psycopg.Connection[Any]
-
-# Inserting a workspace of a template named in public.refused_templates fails.
-REFUSE = """
-create table public.refused_templates (name text primary key);
-create function public.refuse() returns trigger language plpgsql as $$
-begin
-    if exists (
-        select from public.refused_templates as r
-        join prebuilds.templates as t on t.name = r.name
-        where t.id = new.template_id
-    ) then
-        raise exception 'test trigger: refusing preset doomed';
-    end if;
-    return new;
-end $$;
-create trigger refuse before insert on prebuilds.workspaces
-for each row execute function public.refuse();
-"""
 
 
 @dataclass
@@ -156,8 +147,8 @@ def test_an_error_in_the_first_pipelined_action_does_not_touch_the_second(
     transaction; the timeouts set for each transaction do not outlive it."""
     doomed = active_preset(conn, "doomed", 1)
     fine = active_preset(conn, "fine", 1)
-    conn.execute(REFUSE)
-    conn.execute("insert into public.refused_templates values ('doomed')")
+    conn.execute(REFUSED_PRESETS)
+    refuse(conn, "doomed")
     with started_run(db_url) as run:
         first, second = run.creates[doomed], run.creates[fine]
         limits = Limits(lock_timeout=1.5, statement_timeout=7.0)
@@ -175,7 +166,7 @@ def test_an_error_in_the_first_pipelined_action_does_not_touch_the_second(
         run.plan_conn.rollback()
     assert (a1, a2) == (first, second)
     assert o1 is not None and o1.outcome == "failed" and not o1.lock_timeout
-    assert o1.error is not None and "refusing preset doomed" in o1.error
+    assert o1.error is not None and "refusing template doomed" in o1.error
     assert o2 is not None and o2.outcome == "applied" and o2.workspace_id is not None
     assert live_prebuilds(conn, doomed) == 0 and live_prebuilds(conn, fine) == 1
     log = logged(conn, run.run_id)
