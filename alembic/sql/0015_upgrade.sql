@@ -202,19 +202,23 @@ begin
         return null;
     end if;
 
-    -- Running unexpired prebuilds plus those starting: what the pool will hold.
+    -- Running unexpired prebuilds plus those starting: what the pool will hold. The latest
+    -- build's facts are read from the workspace (track_latest_build copies them), as the plan
+    -- reads them; only each one's job is looked up.
     select count(*) into v_have
     from prebuilds.workspaces as w
-    join prebuilds.workspace_builds as b on b.id = w.latest_build_id
-    join prebuilds.provisioner_jobs as j on j.id = b.job_id
+    join prebuilds.provisioner_jobs as j on j.id = w.latest_build_job_id
     where w.current_preset_id = p_preset_id
       and w.owner_id = prebuilds.system_user_id()
       and not w.deleted
-      and b.transition = 'start'
+      and w.latest_build_transition = 'start'
       and (
           (j.status = 'succeeded' and not prebuilds.is_expired(
               w.created_at, v_preset.ttl_seconds, v_preset.last_invalidated_at, now()))
-          or (j.status in ('pending', 'running') and b.initiator_id = prebuilds.system_user_id())
+          or (
+              j.status in ('pending', 'running')
+              and w.latest_build_initiator_id = prebuilds.system_user_id()
+          )
       );
     -- The pool's size as the plan computes it (schedule, desired_instances, demand).
     if v_have >= (

@@ -3,7 +3,8 @@ timeout as an argument (the driver's pipelined writers no longer send a statemen
 before each action), reads the run, takes the write fence and checks the licence in one query,
 and returns the workspace instead of a row set; create_prebuild, queue_build and
 count_prebuild_event lose their `set search_path` (internal helpers, per the convention);
-track_latest_build runs its update's generic plan (it was planned for every build inserted).
+track_latest_build runs its update's generic plan (it was planned for every build inserted);
+create_prebuild's re-check reads the latest build's facts from the workspace, as the plan does.
 
 Revision ID: 0015
 Revises: 0014
