@@ -43,7 +43,6 @@ import argparse
 import itertools
 import os
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,7 +52,7 @@ import psycopg
 from psycopg import sql
 
 from bench import harness
-from bench.harness import create_database, drop_database, query_bench
+from bench.harness import create_database, drop_database, query_bench, two_writers
 from prebuilds import cycle, locks
 from prebuilds.model import Outcome, PlannedAction
 
@@ -108,59 +107,13 @@ def presets_of(url: str) -> list[Any]:
         return [r[0] for r in conn.execute(query_bench("bench_presets")).fetchall()]
 
 
-def two_writers(
-    url: str,
-    items: Sequence[Any],
-    one: Callable[[Any, Any], None],
-    session: Any = None,
-    **kw: Any,
-) -> float:
-    work = iter(items)
-    lock = threading.Lock()
-    conns = [psycopg.connect(url, autocommit=True, **kw) for _ in range(2)]
-    if session is not None:
-        for c in conns:
-            c.execute(session)
-
-    def writer(conn: Any) -> None:
-        while True:
-            with lock:
-                item = next(work, None)
-            if item is None:
-                return
-            one(conn, item)
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=writer, args=(c,)) for c in conns]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - started
-    for c in conns:
-        c.close()
-    return seconds
-
-
 def round_robin(presets: Sequence[Any], n: int) -> list[Any]:
     return [presets[i % len(presets)] for i in range(n)]
 
 
 def physical(url: str, n: int, *, log_row: bool = True, prepare: bool = True) -> float:
     """``harness.apply_physical``'s writes (same statements, same connections) on ``url``."""
-    statement = query_bench("physical_create" if log_row else "physical_create_unlogged")
-    with psycopg.connect(url, autocommit=True) as conn:
-        run = conn.execute(query_bench("physical_run"), {"creates": n}).fetchone()
-    assert run is not None
-    return two_writers(
-        url,
-        list(enumerate(round_robin(presets_of(url), n))),
-        lambda c, item: c.execute(
-            statement, {"preset_id": item[1], "run_id": run[0], "seq": item[0]}
-        ),
-        session=query_bench("writer_session"),
-        prepare_threshold=5 if prepare else None,
-    )
+    return harness.physical_writes(url, n, log_row=log_row, prepare=prepare)
 
 
 def create_prebuild(url: str, n: int) -> float:

@@ -12,7 +12,7 @@ import re
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -587,6 +587,63 @@ def apply_baseline(server_url: str, template: str, n: int) -> ApplyResult:
     )
 
 
+def two_writers(
+    url: str,
+    items: Sequence[Any],
+    one: Callable[[Any, Any], None],
+    session: Any = None,
+    **kw: Any,
+) -> float:
+    """``one(conn, item)`` for every item, over two autocommit connections (``kw`` passed to
+    connect) that take the items in turn; the connections open, and run ``session`` if given,
+    before the clock starts. Returns the seconds the writes took."""
+    work = iter(items)
+    lock = threading.Lock()
+    conns = [psycopg.connect(url, autocommit=True, **kw) for _ in range(2)]
+    try:
+        if session is not None:
+            for c in conns:
+                c.execute(session)
+
+        def writer(conn: Any) -> None:
+            while True:
+                with lock:
+                    item = next(work, None)
+                if item is None:
+                    return
+                one(conn, item)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=writer, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - started
+    finally:
+        for c in conns:
+            c.close()
+
+
+def physical_writes(url: str, n: int, *, log_row: bool = True, prepare: bool = True) -> float:
+    """The reference's writes of ``n`` creates on ``url`` (a settled fleet with creates to
+    make): see ``apply_physical``. Returns the seconds they took."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        presets = [r[0] for r in conn.execute(query_bench("bench_presets")).fetchall()]
+        run = conn.execute(query_bench("physical_run"), {"creates": n}).fetchone()
+    assert run is not None
+    statement = query_bench("physical_create" if log_row else "physical_create_unlogged")
+    return two_writers(
+        url,
+        [(seq, presets[seq % len(presets)]) for seq in range(n)],
+        lambda c, item: c.execute(
+            statement, {"preset_id": item[1], "run_id": run[0], "seq": item[0]}
+        ),
+        session=query_bench("writer_session"),
+        prepare_threshold=5 if prepare else None,
+    )
+
+
 def apply_physical(
     server_url: str, template: str, n: int, *, log_row: bool = True, prepare: bool = True
 ) -> ApplyResult:
@@ -605,41 +662,8 @@ def apply_physical(
     db = f"bench_run_{n}"
     url = create_database(server_url, db, template)
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            presets = [r[0] for r in conn.execute(query_bench("bench_presets")).fetchall()]
-            run = conn.execute(query_bench("physical_run"), {"creates": n}).fetchone()
-        assert run is not None
-        statement = query_bench("physical_create" if log_row else "physical_create_unlogged")
-        work = iter(enumerate(presets[i % len(presets)] for i in range(n)))
-        lock = threading.Lock()
-        conns = [
-            psycopg.connect(url, autocommit=True, prepare_threshold=5 if prepare else None)
-            for _ in range(2)
-        ]
-        for c in conns:
-            c.execute(query_bench("writer_session"))
-
-        def writer(conn: psycopg.Connection[Any]) -> None:
-            while True:
-                with lock:
-                    item = next(work, None)
-                if item is None:
-                    return
-                seq, preset = item
-                conn.execute(statement, {"preset_id": preset, "run_id": run[0], "seq": seq})
-
-        try:
-            with connection_sampler(server_url, db) as samples:
-                started = time.perf_counter()
-                threads = [threading.Thread(target=writer, args=(c,)) for c in conns]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
-                seconds = time.perf_counter() - started
-        finally:
-            for c in conns:
-                c.close()
+        with connection_sampler(server_url, db) as samples:
+            seconds = physical_writes(url, n, log_row=log_row, prepare=prepare)
     finally:
         drop_database(server_url, db)
     return ApplyResult(n, seconds, seconds, n, max(samples, default=0), n, n)
