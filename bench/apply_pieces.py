@@ -32,7 +32,7 @@ this machine) and this Python process's. On a 2-core machine that the client sha
 server, CPU per create bounds the rate more steadily than wall time, which other load moves.
 With ``--protocol``, the CPU per ``apply_action`` call of each way of sending it (the driver's
 two-statement message with its timeouts, one statement simple or extended, and the pipelined
-writer's timeouts, call and Sync with two actions in flight), in place on one connection.
+writer's call and Sync with two actions in flight), in place on one connection.
 With ``--functions``, the server's per-function time (``track_functions = all``) of one driver
 run is printed too.
 """
@@ -162,12 +162,8 @@ def direct_apply_action(url: str, n: int) -> float:
 
 
 def driver(url: str, depth: int | None = None) -> tuple[float, int]:
-    real = cycle.PIPELINE_DEPTH
-    cycle.PIPELINE_DEPTH = real if depth is None else depth
-    try:
+    with harness.pipeline_depth(depth):
         result = cycle.run_cycle(url)
-    finally:
-        cycle.PIPELINE_DEPTH = real
     return result.apply_seconds, result.tally("applied")
 
 

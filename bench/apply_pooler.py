@@ -31,13 +31,8 @@ WAYS = [("direct", 2), ("direct", 1), ("pgbouncer", 2), ("pgbouncer", 1)]
 def driver_rate(server_url: str, url: str, depth: int) -> float:
     """The driver's apply rate, with the reference's connection sampler running alongside (so
     both pay for it alike)."""
-    real = cycle.PIPELINE_DEPTH
-    cycle.PIPELINE_DEPTH = depth
-    try:
-        with harness.connection_sampler(server_url, RUN_DB):
-            result = cycle.run_cycle(url)
-    finally:
-        cycle.PIPELINE_DEPTH = real
+    with harness.pipeline_depth(depth), harness.connection_sampler(server_url, RUN_DB):
+        result = cycle.run_cycle(url)
     applied = result.tally("applied")
     assert result.failed == 0 and applied > 0, result
     return applied / result.apply_seconds

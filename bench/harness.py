@@ -526,26 +526,37 @@ class _CountingDriverConnection(baseline.CountingConnection):
     counter = baseline.RoundTrips()
 
 
+@contextmanager
+def pipeline_depth(depth: int | None) -> Iterator[None]:
+    """The driver's cycles run at pipeline ``depth`` inside the block (None: its default,
+    ``cycle.PIPELINE_DEPTH``)."""
+    real = cycle.PIPELINE_DEPTH
+    cycle.PIPELINE_DEPTH = real if depth is None else depth
+    try:
+        yield
+    finally:
+        cycle.PIPELINE_DEPTH = real
+
+
 def apply_ours(server_url: str, template: str, n: int, depth: int | None = None) -> ApplyResult:
     """The driver's cycle; ``depth``: its pipeline depth (default ``cycle.PIPELINE_DEPTH``).
-    Statements sent in pipeline mode (two per action: the timeouts and the call) are counted
-    as statements, not as round trips."""
+    Statements sent in pipeline mode (one per action: the call, since revision 0015) are
+    counted as statements, not as round trips."""
     db = f"bench_run_{n}"
     url = create_database(server_url, db, template)
     counter = baseline.RoundTrips()
     _CountingDriverConnection.counter = counter
     cycle.connection_class = _CountingDriverConnection
     cycle.write_cursor_class = baseline.CountingClientCursor
-    real_send, real_depth = cycle.PipelinedWrites.send, cycle.PIPELINE_DEPTH
+    real_send = cycle.PipelinedWrites.send
 
     def counting_send(self: cycle.PipelinedWrites, action: Any) -> None:
-        counter.add(pipelined=2)
+        counter.add(pipelined=1)
         real_send(self, action)
 
     cycle.PipelinedWrites.send = counting_send  # type: ignore[method-assign]
-    cycle.PIPELINE_DEPTH = real_depth if depth is None else depth
     try:
-        with connection_sampler(server_url, db) as samples:
+        with pipeline_depth(depth), connection_sampler(server_url, db) as samples:
             started = time.perf_counter()
             result = cycle.run_cycle(url)
             seconds = time.perf_counter() - started
@@ -553,7 +564,6 @@ def apply_ours(server_url: str, template: str, n: int, depth: int | None = None)
         cycle.connection_class = psycopg.Connection
         cycle.write_cursor_class = psycopg.ClientCursor
         cycle.PipelinedWrites.send = real_send  # type: ignore[method-assign]
-        cycle.PIPELINE_DEPTH = real_depth
         drop_database(server_url, db)
     return ApplyResult(
         n,
